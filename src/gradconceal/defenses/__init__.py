@@ -1,0 +1,6 @@
+"""Defence layers: gradient concealment (GCM) and the challenge solution's randomisation."""
+
+from gradconceal.defenses.concealment import ConcealedModel, DefendedModel, GradientConcealment, Normalize, conceal
+from gradconceal.defenses.randomization import RandomResizePad
+
+__all__ = ["ConcealedModel", "DefendedModel", "Normalize", "GradientConcealment", "RandomResizePad", "conceal"]

@@ -1,0 +1,116 @@
+"""Random resize-and-pad, the randomisation layer of the paper's challenge solution (after Xie et al. 2018).
+
+Each call resizes the batch (nearest neighbour) to a random side in [min_size, size) and zero-pads it back
+to ``size`` at a random offset. One draw per call is shared by the batch, as in the challenge code; the
+evaluation runner can instead seed one draw per sample (``per_sample_seeds``) so that results do not
+depend on how images are batched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gradconceal.errors import GradconcealError
+
+
+@dataclass(frozen=True)
+class ResizePadDraw:
+    """One outcome of the layer's randomness: the resized side and the padding offset."""
+
+    side: int
+    top: int
+    left: int
+
+
+class RandomResizePad(nn.Module):
+    """Nearest resize to a random side in [min_size, size), then zero-pad to ``size`` at a random offset."""
+
+    def __init__(
+        self,
+        size: int = 224,
+        min_size: int = 218,
+        *,
+        seed: Optional[int] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        super().__init__()
+        if not (0 < int(min_size) < int(size)):
+            raise GradconcealError(f"RandomResizePad needs 0 < min_size < size, got min_size={min_size}, size={size}")
+        self.size, self.min_size = int(size), int(min_size)
+        self.seed = seed
+        self.generator = generator
+        self._fixed: Optional[ResizePadDraw] = None
+        self._sample_seeds: Optional[Sequence[int]] = None
+        self._calls = 0
+
+    # -- randomness ---------------------------------------------------------------------------------
+    def _generator_for(self, device: torch.device) -> Optional[torch.Generator]:
+        if self.generator is None and self.seed is not None:
+            self.generator = torch.Generator(device="cpu").manual_seed(int(self.seed))
+        return self.generator
+
+    def sample_draw(self, generator: Optional[torch.Generator] = None) -> ResizePadDraw:
+        """Draw a side and an offset (from ``generator``, the layer's own seed, or torch's global RNG)."""
+        side = int(torch.randint(self.min_size, self.size, (1,), generator=generator).item())
+        slack = self.size - side
+        top, left = (int(v) for v in torch.randint(0, slack + 1, (2,), generator=generator).tolist())
+        return ResizePadDraw(side, top, left)
+
+    @contextlib.contextmanager
+    def fixed(self, draw: ResizePadDraw) -> Iterator["RandomResizePad"]:
+        """Within the block every call uses ``draw``: the layer becomes a deterministic function."""
+        if not (self.min_size <= draw.side < self.size) or not (0 <= draw.top <= self.size - draw.side) \
+                or not (0 <= draw.left <= self.size - draw.side):
+            raise GradconcealError(f"draw {draw} is outside this layer's range (size={self.size}, min_size={self.min_size})")
+        previous, self._fixed = self._fixed, draw
+        try:
+            yield self
+        finally:
+            self._fixed = previous
+
+    @contextlib.contextmanager
+    def per_sample_seeds(self, seeds: Sequence[int]) -> Iterator["RandomResizePad"]:
+        """Within the block, sample i of each call draws from its own seed and the call count.
+
+        The n-th call gives sample i the same draw whatever batch it sits in, which makes evaluation
+        results independent of batching and of the number of processes.
+        """
+        previous, self._sample_seeds, calls = self._sample_seeds, list(int(s) for s in seeds), self._calls
+        self._calls = 0
+        try:
+            yield self
+        finally:
+            self._sample_seeds, self._calls = previous, calls
+
+    # -- forward ------------------------------------------------------------------------------------
+    def apply_draw(self, x: Tensor, draw: ResizePadDraw) -> Tensor:
+        """Resize ``x`` (N, C, size, size) to ``draw.side`` (nearest) and zero-pad it at the draw's offset."""
+        resized = F.interpolate(x, size=(draw.side, draw.side), mode="nearest")
+        bottom = self.size - draw.side - draw.top
+        right = self.size - draw.side - draw.left
+        return F.pad(resized, (draw.left, right, draw.top, bottom), value=0.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[-1] != self.size or x.shape[-2] != self.size:
+            raise GradconcealError(f"RandomResizePad(size={self.size}) needs (N, C, {self.size}, {self.size}) input, got {tuple(x.shape)}")
+        if self._fixed is not None:
+            return self.apply_draw(x, self._fixed)
+        if self._sample_seeds is not None:
+            if len(self._sample_seeds) != x.shape[0]:
+                raise GradconcealError(f"per_sample_seeds has {len(self._sample_seeds)} seeds for a batch of {x.shape[0]}")
+            call, self._calls = self._calls, self._calls + 1
+            outs = []
+            for i, seed in enumerate(self._sample_seeds):
+                g = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + call) % (2**63 - 1))
+                outs.append(self.apply_draw(x[i : i + 1], self.sample_draw(g)))
+            return torch.cat(outs, dim=0)
+        return self.apply_draw(x, self.sample_draw(self._generator_for(x.device)))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, min_size={self.min_size}, seed={self.seed}"
