@@ -1,0 +1,332 @@
+"""The attack base class, its per-sample result and the bookkeeping one run shares with the attack's loop.
+
+``Attack.perturb`` owns everything but the attack's own iterations: input checks, skipping samples the
+model already gets wrong, counting model evaluations, early stop, projection into the budget and the
+[0, 1] box, and the final success decision. Subclasses write ``run(images, labels, state)``.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from typing import ClassVar, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from gradconceal.attacks import checks
+from gradconceal.attacks.losses import LOSSES, attack_loss, is_success, min_classes, ranked_wrong_classes
+from gradconceal.attacks.randomness import SampleRandom
+from gradconceal.attacks.threat import NORMS, Number, ThreatModel
+from gradconceal.errors import GradconcealError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Attack", "AttackResult", "RunState", "ThreatModel"]
+
+
+@dataclass
+class AttackResult:
+    """Per-sample outcome of one attack call; every tensor but ``adversarial`` is on the CPU.
+
+    ``fooled``: the model's prediction on ``adversarial`` is wrong (targeted with explicit targets: is the
+    target). Samples the model got wrong on the clean image (``clean_correct`` False) are not attacked:
+    their adversarial image is the clean one and ``fooled`` is False. ``grad_evals`` counts input-gradient
+    evaluations (one forward + backward each; EOT counts every draw), ``forward_evals`` forward-only
+    passes (queries), including the clean check and the final verification. ``stopped_early``: the sample
+    left the batch once fooled, before its step or query budget was used up.
+    """
+
+    adversarial: Tensor
+    fooled: Tensor
+    norms: Tensor
+    grad_evals: Tensor
+    forward_evals: Tensor
+    clean_correct: Tensor
+    stopped_early: Tensor
+    threat: ThreatModel
+    attack: str
+    targets: Optional[Tensor] = None
+
+    def __len__(self) -> int:
+        return int(self.fooled.shape[0])
+
+    @property
+    def robust(self) -> Tensor:
+        """Bool per sample: correct on the clean image and still correct on the adversarial one."""
+        return self.clean_correct & ~self.fooled
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Share of all samples that stay correct under the attack."""
+        return float(self.robust.float().mean())
+
+    @property
+    def attack_robustness(self) -> float:
+        """The paper's AR: share of the correctly classified samples that stay correct (nan if none)."""
+        correct = int(self.clean_correct.sum())
+        return float(self.robust.sum()) / correct if correct else float("nan")
+
+
+class RunState:
+    """What one call shares with an attack's loop: labels, targets, randomness, counts and the best images.
+
+    Rows are indices into the batch handed to ``run``. Every model evaluation goes through
+    ``loss_gradient`` or ``logits`` so the counts are right; ``record`` keeps the first image that fooled
+    each sample; ``drop_fooled`` shrinks the working batch (the only place the loop synchronises).
+    """
+
+    def __init__(
+        self,
+        attack: "Attack",
+        images: Tensor,
+        labels: Tensor,
+        clean_logits: Tensor,
+        goal_targets: Optional[Tensor],
+        random: SampleRandom,
+        sample_seeds: Optional[List[int]],
+    ) -> None:
+        self.model = attack.model
+        self.loss = attack.loss
+        self.early_stop = attack.early_stop
+        self.check_every = attack.check_every
+        self.labels = labels
+        self.goal = goal_targets
+        self.clean_logits = clean_logits
+        self.random = random
+        self.sample_seeds = sample_seeds
+        self.eot_samples = max(1, int(getattr(attack.model, "eot_samples", 1)))
+        count = images.shape[0]
+        device = images.device
+        self.best = images.clone()
+        self.fooled = torch.zeros(count, dtype=torch.bool, device=device)
+        self.grad_evals = torch.zeros(count, dtype=torch.int64, device=device)
+        self.forward_evals = torch.zeros(count, dtype=torch.int64, device=device)
+        self.stopped_early = torch.zeros(count, dtype=torch.bool, device=device)
+        self.targets: Optional[Tensor] = None
+        if goal_targets is not None:
+            self.targets = goal_targets
+        elif attack.targeted:
+            self.targets = self.wrong_class(0)
+
+    def wrong_class(self, rank: int) -> Tensor:
+        """The (rank+1)-th most likely wrong class of every sample on its clean image (rank 0 = runner-up)."""
+        return ranked_wrong_classes(self.clean_logits, self.labels, rank + 1)[:, rank]
+
+    def all_rows(self) -> Tensor:
+        """Every row of the batch."""
+        return torch.arange(self.labels.shape[0], device=self.labels.device)
+
+    def remaining(self) -> Tensor:
+        """Rows not fooled yet (synchronises with the device)."""
+        return (~self.fooled).nonzero().flatten()
+
+    def loss_gradient(self, rows: Tensor, x: Tensor, loss: Optional[str] = None) -> Tuple[Tensor, Tensor, Tensor]:
+        """(loss per sample, input gradient, logits) at ``x`` for ``rows``; EOT averages the loss gradient.
+
+        Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so no parameter gradient is
+        computed or stored and every graph is freed before the next draw.
+        """
+        labels = self.labels[rows]
+        targets = self.targets[rows] if self.targets is not None else None
+        x = x.detach().requires_grad_(True)
+        total: Optional[Tensor] = None
+        values_sum: Optional[Tensor] = None
+        logits = x
+        for _ in range(self.eot_samples):
+            with torch.enable_grad():
+                logits = self.model(x)
+                values = attack_loss(loss or self.loss, logits, labels, targets)
+            (grad,) = torch.autograd.grad(values.sum(), x)
+            total = grad if total is None else total.add_(grad)
+            values_sum = values.detach() if values_sum is None else values_sum.add_(values.detach())
+        assert total is not None and values_sum is not None
+        if self.eot_samples > 1:
+            total.div_(self.eot_samples)
+            values_sum.div_(self.eot_samples)
+        self.grad_evals.index_add_(0, rows, torch.full_like(rows, self.eot_samples))
+        return values_sum, total, logits.detach()
+
+    def logits(self, rows: Tensor, x: Tensor) -> Tensor:
+        """Logits at ``x`` for ``rows`` without a gradient (one query each)."""
+        with torch.no_grad():
+            logits = self.model(x)
+        self.forward_evals.index_add_(0, rows, torch.ones_like(rows))
+        return logits
+
+    def loss_values(self, rows: Tensor, logits: Tensor, loss: Optional[str] = None) -> Tensor:
+        """The attack's loss per row for ``logits`` (no gradient): what score-based attacks maximise."""
+        targets = self.targets[rows] if self.targets is not None else None
+        return attack_loss(loss or self.loss, logits, self.labels[rows], targets)
+
+    def success(self, rows: Tensor, logits: Tensor) -> Tensor:
+        """Bool per row: ``logits`` meet the attack's goal."""
+        return is_success(logits, self.labels[rows], self.goal[rows] if self.goal is not None else None)
+
+    def record(self, rows: Tensor, x: Tensor, logits: Tensor, allowed: Optional[Tensor] = None) -> Tensor:
+        """Note which rows ``x`` fools (only where ``allowed``); keep each row's first fooling image."""
+        now = self.success(rows, logits)
+        if allowed is not None:
+            now = now & allowed
+        new = now & ~self.fooled[rows]
+        self.best[rows] = torch.where(new.view(-1, *([1] * (x.ndim - 1))), x.detach(), self.best[rows])
+        self.fooled[rows] = self.fooled[rows] | now
+        return now
+
+    def check_due(self, step: int, total: int) -> bool:
+        """True every ``check_every`` steps (not at the last one) when early stop is on."""
+        return self.early_stop and (step + 1) % self.check_every == 0 and step + 1 < total
+
+    def drop_fooled(self, rows: Tensor, *tensors: Tensor) -> Tuple[Tensor, ...]:
+        """Remove fooled rows from ``rows`` and from each per-row tensor; marks them as stopped early."""
+        keep = ~self.fooled[rows]
+        kept = keep.nonzero().flatten()
+        if kept.numel() == rows.numel():
+            return (rows, *tensors)
+        self.stopped_early[rows[~keep]] = True
+        return (rows[kept], *(t[kept] for t in tensors))
+
+
+class Attack(abc.ABC):
+    """An attack on a pixel-space classifier under one threat model; call it, or ``perturb`` for details."""
+
+    name: ClassVar[str] = "attack"
+    norms: ClassVar[Tuple[str, ...]] = NORMS
+    losses: ClassVar[Tuple[str, ...]] = LOSSES
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        norm: str = "linf",
+        eps: Number = 8 / 255,
+        loss: str = "ce",
+        targeted: bool = False,
+        seed: int = 0,
+        early_stop: bool = True,
+        check_every: int = 3,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise GradconcealError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.threat = ThreatModel(norm, eps)
+        if self.threat.norm not in self.norms:
+            raise GradconcealError(f"{type(self).__name__} supports norm {list(self.norms)}, got {norm!r}")
+        self.loss = checks.choice("loss", loss, self.losses)
+        self.targeted = checks.boolean("targeted", targeted)
+        self.seed = checks.positive_int("seed", seed, minimum=0)
+        self.early_stop = checks.boolean("early_stop", early_stop)
+        self.check_every = checks.positive_int("check_every", check_every)
+        shape = checks.image_shape_of(model)
+        if shape is not None:
+            self.threat.check_image_shape(shape)
+        self._warned_training = False
+
+    @property
+    def deterministic(self) -> bool:
+        """True when the attack draws no random numbers (its result depends on the model alone)."""
+        return True
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.threat}, loss={self.loss!r}, targeted={self.targeted})"
+
+    def __call__(self, images: Tensor, labels: Tensor, sample_seeds: Optional[Sequence[int]] = None, **kwargs: Tensor) -> Tensor:
+        """Adversarial images of the same shape and dtype as ``images``."""
+        return self.perturb(images, labels, sample_seeds, **kwargs).adversarial
+
+    def perturb(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        sample_seeds: Optional[Sequence[int]] = None,
+        *,
+        target_labels: Optional[Tensor] = None,
+    ) -> AttackResult:
+        """Attack every correctly classified image; return the adversarial images and per-sample records.
+
+        ``sample_seeds`` (one int per image) gives every sample its own random stream, so results do not
+        depend on batching. ``target_labels`` (targeted attacks only) sets each sample's target; without
+        them a targeted attack aims at the most likely wrong classes and counts any misclassification.
+        """
+        images = checks.check_images(images, self.model)
+        count, device = images.shape[0], images.device
+        labels = checks.check_labels(labels, count, device)
+        seeds = checks.check_sample_seeds(sample_seeds, count)
+        goal = self._check_targets(target_labels, labels, count, device)
+        self.threat.check_image_shape(images.shape[1:])
+        num_classes = getattr(self.model, "num_classes", None)
+        if isinstance(num_classes, int) and num_classes > 0:
+            checks.check_label_range(labels, num_classes)
+        if self.model.training and not self._warned_training:
+            logger.warning("%s: the model is in training mode (batch norm and dropout act per batch); "
+                           "call model.eval() first; the attack leaves the mode as it is", type(self).__name__)
+            self._warned_training = True
+
+        with torch.no_grad():
+            clean_logits = self.model(images)
+        if clean_logits.ndim != 2 or clean_logits.shape[0] != count:
+            raise GradconcealError(f"the model must return logits of shape (N, classes), got {tuple(clean_logits.shape)}")
+        classes = int(clean_logits.shape[1])
+        checks.check_label_range(labels, classes)
+        if goal is not None:
+            checks.check_label_range(goal, classes, "target_labels")
+        needed = min_classes(self.loss, self.targeted)
+        if classes < needed:
+            raise GradconcealError(f"loss {self.loss!r} needs a model with at least {needed} classes, this one has {classes}")
+
+        clean_correct = clean_logits.argmax(dim=1) == labels
+        forward_evals = torch.ones(count, dtype=torch.int64, device=device)
+        grad_evals = torch.zeros(count, dtype=torch.int64, device=device)
+        stopped = torch.zeros(count, dtype=torch.bool, device=device)
+        fooled = torch.zeros(count, dtype=torch.bool, device=device)
+        adversarial = images.clone()
+        active = clean_correct.nonzero().flatten()
+        if active.numel():
+            sub_images, sub_labels = images[active], labels[active]
+            sub_seeds = [seeds[i] for i in active.tolist()] if seeds is not None else None
+            state = RunState(
+                self,
+                sub_images,
+                sub_labels,
+                clean_logits[active].detach().float(),
+                goal[active] if goal is not None else None,
+                SampleRandom(self.seed, sub_seeds, int(active.numel()), device),
+                sub_seeds,
+            )
+            candidate = self.run(sub_images, sub_labels, state).detach()
+            candidate = torch.where(state.fooled.view(-1, 1, 1, 1), state.best, candidate)
+            final = self.threat.project(sub_images, candidate.to(images.dtype))
+            adversarial[active] = final
+            with torch.no_grad():
+                final_logits = self.model(final)
+            fooled[active] = is_success(final_logits, sub_labels, goal[active] if goal is not None else None)
+            grad_evals[active] += state.grad_evals
+            forward_evals[active] += state.forward_evals + 1
+            stopped[active] = state.stopped_early
+        return AttackResult(
+            adversarial=adversarial,
+            fooled=fooled.cpu(),
+            norms=self.threat.norms(adversarial - images).cpu(),
+            grad_evals=grad_evals.cpu(),
+            forward_evals=forward_evals.cpu(),
+            clean_correct=clean_correct.cpu(),
+            stopped_early=stopped.cpu(),
+            threat=self.threat,
+            attack=self.name,
+            targets=goal.cpu() if goal is not None else None,
+        )
+
+    def _check_targets(self, target_labels: object, labels: Tensor, count: int, device: torch.device) -> Optional[Tensor]:
+        if target_labels is None:
+            return None
+        if not self.targeted:
+            raise GradconcealError("target_labels were given to an untargeted attack; create it with targeted=True")
+        targets = checks.check_labels(target_labels, count, device, name="target_labels")
+        if bool((targets == labels).any()):
+            raise GradconcealError("target_labels must differ from labels for every image")
+        return targets
+
+    @abc.abstractmethod
+    def run(self, images: Tensor, labels: Tensor, state: RunState) -> Tensor:
+        """The attack's own loop on correctly classified ``images``; returns one candidate per image."""

@@ -1,0 +1,118 @@
+"""``audit(model, data)``: run the gradient-masking checks on a model and return a report with a verdict."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, List, Optional, Union
+
+import torch
+from torch import nn
+
+from gradconceal.audit.concealment import run_concealment_checks
+from gradconceal.audit.data import accepted_labels, default_data, load_audit_data
+from gradconceal.audit.localize import Localization, remedy_for
+from gradconceal.audit.result import NO_MASKING, AuditReport, CheckResult, decide_verdict
+from gradconceal.audit.target import AuditTarget, DefenseArg, model_device, resolve_target
+from gradconceal.errors import GradconcealError
+
+log = logging.getLogger(__name__)
+
+# The concealment checks look at this many images: enough for a stable median, few enough for --quick.
+QUICK_IMAGES_LARGE = 8  # images of 100k pixels or more (ImageNet-sized)
+QUICK_IMAGES_SMALL = 32
+# Images of the full audit when n is not given (the photos are used whole).
+DEFAULT_IMAGES = 64
+
+
+def audit(
+    model: Union[str, nn.Module],
+    data: Any = None,
+    *,
+    defense: DefenseArg = None,
+    quick: bool = False,
+    n: Optional[int] = None,
+    eps: float = 8 / 255,
+    seed: int = 0,
+    batch_size: Optional[int] = None,
+) -> AuditReport:
+    """Audit ``model`` (a zoo name or a pixel-space module) behind ``defense`` for gradient masking.
+
+    ``data``: a source name (default by input size: ``photos`` or ``fashion-mnist``), a dataset or an
+    (images, labels) pair; ``n`` images are used (all photos; 64 otherwise). ``quick`` runs only the
+    concealment checks (a few forward/backward passes); the full audit adds the attack-based checks.
+    ``eps`` is the Linf budget of the attacks, in [0, 1] pixels.
+    """
+    started = time.perf_counter()
+    if not isinstance(quick, bool):
+        raise GradconcealError(f"quick must be True or False, got {quick!r}")
+    if not (isinstance(eps, (int, float)) and 0 < float(eps) <= 1):
+        raise GradconcealError(f"eps must be in (0, 1] (Linf, [0, 1] pixels), got {eps!r}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise GradconcealError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    name = model if isinstance(model, str) else ""
+    if isinstance(model, str):
+        from gradconceal.models.zoo import load_model
+
+        model = load_model(model)
+    target = resolve_target(model, defense, name=name, seed=seed)
+    if target.model.training:
+        log.warning("the model is in training mode: dropout and batch statistics make its output random, "
+                    "which the audit will report; call model.eval() to audit the deployed model")
+    if n is None:
+        source = data if data is not None else default_data(target.model)
+        n = None if source == "photos" else DEFAULT_IMAGES
+    images = load_audit_data(data, n, target.model)
+    device = model_device(target.model)
+    images.images, images.labels = images.images.to(device), images.labels.to(device)
+    per_image = int(images.images[0].numel())
+    quick_count = min(len(images), QUICK_IMAGES_LARGE if per_image >= 100_000 else QUICK_IMAGES_SMALL)
+    judge = target.reference if target.reference is not None else target.model
+    with torch.no_grad():
+        first_logits = judge(images.images[:quick_count])
+        predictions = first_logits.argmax(dim=1).tolist()
+        if len(images) > quick_count and images.label_sets is not None:
+            predictions += judge(images.images[quick_count:]).argmax(dim=1).tolist()
+    labels = accepted_labels(images, predictions).to(device)
+    x = images.images[:quick_count]
+    findings = run_concealment_checks(target, x, labels[:quick_count], eps=float(eps), seed=seed,
+                                      first_logits=first_logits[:quick_count])
+    checks: List[CheckResult] = list(findings.checks)
+    if not quick:
+        from gradconceal.audit.attack_checks import run_attack_checks
+
+        checks += run_attack_checks(target, images.images, labels, findings.localization,
+                                    eps=float(eps), seed=seed, batch_size=batch_size)
+    verdict = decide_verdict(checks)
+    cause, remedy = explain(checks, findings.localization, verdict)
+    report = AuditReport(
+        checks=checks, verdict=verdict, model=target.name, defense=target.defense, data=images.name,
+        images=quick_count if quick else len(images), quick=quick, cause=cause, remedy=remedy, layer=findings.localization.label,
+        settings={"eps": float(eps), "seed": seed, "concealment_images": quick_count,
+                  "device": str(device), "batch_size": batch_size},
+    )
+    report.seconds = time.perf_counter() - started
+    log.info("audit of %s (defense %s): %s in %.1f s", target.name, target.defense, verdict, report.seconds)
+    return report
+
+
+def explain(checks: List[CheckResult], found: Localization, verdict: str) -> tuple:
+    """(cause, remedy) in words: the layer that breaks the gradient, or randomness, or the flagged checks."""
+    if verdict == NO_MASKING:
+        return "", ""
+    flagged = {c.name for c in checks if c.flagged}
+    causes = []
+    if found.found:
+        causes.append(f"{found.label} {found.how}")
+    if "randomized_output" in flagged:
+        where = ", ".join(found.random_stages) or "the model"
+        causes.append(f"the output is random ({where})")
+    if not causes:
+        causes.append("flagged: " + ", ".join(c.title for c in checks if c.flagged))
+    remedy = remedy_for(found)
+    if not remedy and "randomized_output" in flagged:
+        remedy = "EOT: average gradients over the model's randomness (adaptive_view(model, eot_samples=N))"
+    if not remedy:
+        remedy = "judge the model by black-box (Square) and transfer attacks, not by gradient attacks"
+    return "; ".join(causes), remedy

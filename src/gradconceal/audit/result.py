@@ -1,0 +1,176 @@
+"""What an audit returns: one structured result per check, and the report that turns them into a verdict."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+NO_MASKING = "no masking detected"
+SUSPECTED = "gradient masking suspected"
+CONFIRMED = "gradient masking confirmed"
+VERDICTS = (NO_MASKING, SUSPECTED, CONFIRMED)
+
+PASS, FLAG, SKIP, INFO = "pass", "flag", "skip", "info"
+STATUSES = (PASS, FLAG, SKIP, INFO)
+
+# What a flag of a check says: an attack that should not win did win (confirms), or a warning sign (suspects).
+CONFIRMS, SUSPECTS = "confirms", "suspects"
+
+
+@dataclass
+class CheckResult:
+    """One audit check: what was measured, the rule it was held to, and what the outcome means."""
+
+    name: str
+    title: str
+    status: str
+    measured: Dict[str, Any]
+    summary: str
+    threshold: str
+    meaning: str
+    severity: str = SUSPECTS
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+        if self.severity not in (CONFIRMS, SUSPECTS):
+            raise ValueError(f"severity must be {CONFIRMS!r} or {SUSPECTS!r}, got {self.severity!r}")
+
+    @property
+    def flagged(self) -> bool:
+        """True when the check saw a sign of gradient masking."""
+        return self.status == FLAG
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "status": self.status,
+            "severity": self.severity,
+            "measured": _jsonable(self.measured),
+            "summary": self.summary,
+            "threshold": self.threshold,
+            "meaning": self.meaning,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def skipped(name: str, title: str, reason: str, threshold: str = "-", severity: str = SUSPECTS) -> CheckResult:
+    """A check that could not run on this model (the reason says why), so it neither passes nor flags."""
+    return CheckResult(name, title, SKIP, {}, "-", threshold, reason, severity=severity)
+
+
+def decide_verdict(checks: List[CheckResult]) -> str:
+    """Confirmed when an attack that should not win did; suspected on any other flag; else no masking."""
+    flagged = [c for c in checks if c.flagged]
+    if any(c.severity == CONFIRMS for c in flagged):
+        return CONFIRMED
+    return SUSPECTED if flagged else NO_MASKING
+
+
+@dataclass
+class AuditReport:
+    """All checks of one audit, the verdict they add up to, the cause found and the remedy to use."""
+
+    checks: List[CheckResult]
+    verdict: str
+    model: str
+    defense: str
+    data: str
+    images: int
+    quick: bool
+    cause: str = ""
+    remedy: str = ""
+    layer: Optional[str] = None
+    settings: Dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+
+    @property
+    def flagged(self) -> List[CheckResult]:
+        """The checks that saw a sign of masking."""
+        return [c for c in self.checks if c.flagged]
+
+    def check(self, name: str) -> CheckResult:
+        """The result of the check called ``name`` (KeyError if the audit did not run it)."""
+        for result in self.checks:
+            if result.name == name:
+                return result
+        raise KeyError(f"no check named {name!r}; checks: {[c.name for c in self.checks]}")
+
+    def verdict_line(self) -> str:
+        """One line: the verdict, then the cause and the remedy when masking was seen."""
+        line = f"verdict: {self.verdict}"
+        if self.verdict != NO_MASKING:
+            if self.cause:
+                line += f". Cause: {self.cause}"
+            if self.remedy:
+                line += f". Remedy: {self.remedy}"
+        return line
+
+    def table(self) -> str:
+        """The plain-text table: check, measured numbers, threshold, result, meaning."""
+        from gradconceal.audit.table import format_table
+
+        return format_table(self)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "format": "gradconceal-audit/1",
+            "verdict": self.verdict,
+            "cause": self.cause,
+            "remedy": self.remedy,
+            "layer": self.layer,
+            "model": self.model,
+            "defense": self.defense,
+            "data": self.data,
+            "images": self.images,
+            "quick": self.quick,
+            "seconds": round(self.seconds, 2),
+            "settings": _jsonable(self.settings),
+            "flagged": [c.name for c in self.flagged],
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+    def save(self, out_dir: Union[str, Path]) -> Path:
+        """Write ``out_dir/audit.json`` atomically and return its path."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "audit.json"
+        fd, tmp = tempfile.mkstemp(prefix="audit.", suffix=".tmp", dir=str(out))
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(self.to_dict(), handle, indent=2)
+                handle.write("\n")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    def __str__(self) -> str:
+        return self.table() + "\n" + self.verdict_line()
+
+
+def _jsonable(value: Any) -> Any:
+    """Numbers, strings, lists and dicts as JSON has them (non-finite floats become strings)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return str(value)

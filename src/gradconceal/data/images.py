@@ -1,0 +1,65 @@
+"""Reading image files into RGB: grey, palette, RGBA and 16-bit images are converted, broken files named in the error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+from torchvision import transforms
+
+from gradconceal.errors import GradconcealError
+
+_INTERPOLATIONS = {
+    "bilinear": transforms.InterpolationMode.BILINEAR,
+    "bicubic": transforms.InterpolationMode.BICUBIC,
+    "nearest": transforms.InterpolationMode.NEAREST,
+}
+
+
+def open_rgb(path: Union[str, Path]) -> Image.Image:
+    """Decode ``path`` fully into an 8-bit RGB PIL image; raise GradconcealError naming the file if it cannot be."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            rgb = to_rgb(image)
+            return rgb.copy() if rgb is image else rgb
+    except FileNotFoundError:
+        raise GradconcealError(f"image file not found: {path}") from None
+    except UnidentifiedImageError:
+        raise GradconcealError(f"cannot read image {path}: not an image file, or empty") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise GradconcealError(f"cannot read image {path}: {error} (corrupt or truncated?)") from None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB version of ``image``: 16/32-bit integer and float grey images are rescaled, not clipped."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if image.mode == "F":
+            peak = 1.0 if values.size and float(np.nanmax(values)) <= 1.0 else 255.0
+        else:
+            peak = 255.0 if values.size and float(values.max()) <= 255 else 65535.0
+        grey = np.clip(np.nan_to_num(values) / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(grey, mode="L")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def center_crop_transform(
+    size: int = 224, resize: int = 256, interpolation: str = "bicubic"
+) -> Callable[[Image.Image], Tensor]:
+    """PIL image -> [0, 1] tensor: shorter side to ``resize``, then the central ``size`` x ``size`` square."""
+    if interpolation not in _INTERPOLATIONS:
+        raise GradconcealError(f"interpolation must be one of {sorted(_INTERPOLATIONS)}, got {interpolation!r}")
+    if size < 1 or resize < size:
+        raise GradconcealError(f"need 1 <= size <= resize, got size={size}, resize={resize}")
+    return transforms.Compose(
+        [
+            transforms.Resize(resize, interpolation=_INTERPOLATIONS[interpolation], antialias=True),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+        ]
+    )

@@ -1,0 +1,233 @@
+"""``evaluate(spec)``: run a spec (or re-run a ``results.json``) and write the report folder.
+
+    >>> from gradconceal import evaluate
+    >>> results = evaluate({"models": ["fmnist-cnn"], "defenses": ["none", "gcm"],
+    ...                     "data": {"source": "fashion-mnist", "n": 100}, "attacks": ["paper", "adaptive"]},
+    ...                    out_dir="fmnist-report")
+    >>> print(results.table())
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from torch import nn
+
+from gradconceal.errors import GradconcealError
+from gradconceal.evaluation.metrics import RowMetrics, row_metrics
+from gradconceal.evaluation.results import Results, compare, read_results
+from gradconceal.evaluation.runner import Runner, adversarial_path, group_records, resize_pad_min_size
+from gradconceal.evaluation.spec import EvalSpec, is_results_file, load_spec, read_spec_file
+from gradconceal.evaluation.attackplan import applicable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OUT = "gradconceal-report"
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions of what decides the numbers (for ``results.json``)."""
+    import numpy
+    import torch
+
+    import gradconceal
+
+    versions = {"gradconceal": gradconceal.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+                "python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("torchvision", "timm"):
+        module = sys.modules.get(name)
+        if module is None:
+            try:
+                module = __import__(name)
+            except ImportError:
+                continue
+        versions[name] = getattr(module, "__version__", "?")
+    return versions
+
+
+def evaluate(
+    spec_or_path: Union[str, Path, Mapping[str, Any], EvalSpec],
+    out_dir: Optional[Union[str, Path]] = None,
+    *,
+    quiet: bool = False,
+    models: Optional[Mapping[str, nn.Module]] = None,
+    plots: bool = True,
+    extra_info: Optional[Mapping[str, Any]] = None,
+) -> Results:
+    """Run an evaluation spec into ``out_dir`` (default ``gradconceal-report/``) and return its numbers.
+
+    ``spec_or_path`` is a spec dict, an ``EvalSpec``, a TOML/JSON spec file, or a ``results.json`` to
+    reproduce (then ``out_dir`` defaults to its folder's ``reproduction/`` and the numbers are compared).
+    ``models`` maps names used in the spec's ``models`` to in-memory pixel-space models; ``extra_info`` is
+    added to ``results.json`` (e.g. the demo's gradient facts). Rerunning into the same folder resumes:
+    finished records are kept and only missing ones are computed.
+    """
+    original: Optional[Dict[str, Any]] = None
+    if isinstance(spec_or_path, (str, Path)):
+        path = Path(spec_or_path)
+        raw = read_spec_file(path)
+        if is_results_file(raw):
+            original = read_results(path)
+            if out_dir is None:
+                out_dir = path.resolve().parent / "reproduction"
+    spec = load_spec(spec_or_path, extra_models=tuple(models or ()))
+    out = Path(out_dir if out_dir is not None else DEFAULT_OUT)
+    started = time.perf_counter()
+    runner = Runner(spec, out, quiet=quiet, models=models)
+    records = runner.run()
+    rows = [
+        row_metrics(m.label, d.label, group_records(records, m.label, d.label, runner.n_images), runner.plans,
+                    {p.label: applicable(p, d) for p in runner.plans})
+        for m in spec.models for d in spec.defenses
+    ]
+    info = _run_info(runner, started)
+    info.update(extra_info or {})
+    results = Results(spec=spec, plans=runner.plans, rows=rows, out_dir=out, info=info, rank=runner.dist.rank)
+    if runner.dist.rank != 0:
+        return results
+    info["audit"] = _audit(runner) if spec.audit else {
+        f"{r.model}/{r.defense}": {"note": "audit not run (disabled in the spec)"} for r in rows}
+    if plots:
+        info["plots"] = _plots(results, runner, records)
+    if original is not None:
+        differences = compare(original["rows"], results.to_dict()["rows"])
+        info["reproduction"] = {"of": str(spec_or_path), "equal": not differences, "differences": differences}
+    info["runtime_s"] = time.perf_counter() - started
+    from gradconceal.evaluation.report import write_report
+
+    write_report(results)
+    return results
+
+
+def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
+    spec = runner.spec
+    notes: List[str] = [
+        f"Randomness (random starts, Square's proposals, EOT and resize-and-pad draws) is seeded per image from the "
+        f"spec seed ({spec.seed}) and the image's index, so the numbers do not depend on batching, resuming or the "
+        "number of processes; the clean and adversarial predictions of a random defence use the same draw.",
+    ]
+    if getattr(runner.dataset, "label_sets", None) is not None:
+        notes.append(
+            "Images have sets of accepted labels (e.g. a tabby photo: 281 tabby, 282 tiger cat, 285 Egyptian cat); a "
+            "prediction is correct when it is in the set. Each attack pushes away from the model's clean prediction "
+            "when that is accepted, else from the image's primary label."
+        )
+    for defense in spec.defenses:
+        if defense.random:
+            size = runner.image_size[-1]
+            notes.append(
+                f"Defence {defense.label!r}: random resize-and-pad resizes (nearest) to a side in "
+                f"[{resize_pad_min_size(defense, size)}, {size}) and zero-pads back to {size}"
+                + ("" if defense.min_size is not None else f" (the challenge's 218/224 scaled to {size}-pixel images)")
+                + "."
+            )
+    if any(p.view == "transfer" or p.attack == "transfer" for p in runner.plans):
+        notes.append("Transfer attacks are crafted on the undefended model (the defended model's base) and scored on "
+                     "the defended model.")
+    if any("eot" in p.view for p in runner.plans) and any(not d.random for d in spec.defenses):
+        notes.append("EOT attacks average over a defence's randomness; they are n/a for defences without randomness.")
+    if spec.cascade:
+        notes.append("Cascade: each attack ran only on the images still robust after the attacks before it, so each "
+                     "attack's column is cumulative (AutoAttack style); only the worst case is comparable across specs.")
+    done = runner.stats["computed_records"]
+    notes.append(f"This run computed {done} record(s); the rest were already in the output folder (resumed).")
+    return {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "runtime_s": time.perf_counter() - started,
+        "attack_seconds": runner.stats["attack_seconds"],
+        "computed_records": done,
+        "n_images": runner.n_images,
+        "image_size": list(runner.image_size),
+        "seed": spec.seed,
+        "device": str(runner.device),
+        "dtype": spec.dtype,
+        "world_size": runner.dist.world_size,
+        "versions": library_versions(),
+        "notes": notes,
+    }
+
+
+def _audit(runner: Runner) -> Dict[str, Dict[str, Any]]:
+    """The quick masking audit (gradient checks, no attacks) of each (model, defence), or why it was not run."""
+    try:
+        from gradconceal.audit import audit
+    except ImportError:
+        return {f"{m}/{d}": {"note": "audit not run (gradconceal.audit is not available)"} for (m, d) in runner.defended}
+    out: Dict[str, Dict[str, Any]] = {}
+    for (model_label, defense_label), model in runner.defended.items():
+        key = f"{model_label}/{defense_label}"
+        try:
+            report = audit(model, runner.dataset, quick=True, n=min(runner.n_images, 64), seed=runner.spec.seed)
+        except GradconcealError as error:
+            log.warning("audit of %s failed: %s", key, error)
+            out[key] = {"note": f"audit failed: {error}"}
+            continue
+        out[key] = {"verdict": report.verdict, "quick": True, "cause": getattr(report, "cause", ""),
+                    "seconds": getattr(report, "seconds", None)}
+    return out
+
+
+def _plots(results: Results, runner: Runner, records: Mapping) -> List[str]:
+    """Draw the report's PNGs; returns their file names relative to the report folder."""
+    from gradconceal.evaluation import plots
+
+    out = results.out_dir
+    made = [plots.plot_ar_bars(results, out / "ar_per_attack.png")]
+    made.append(plots.plot_eps_curves(results, out / "robust_accuracy_vs_eps.png"))
+    if results.spec.gallery:
+        for row in results.rows:
+            items = _gallery_items(row, results, runner, records)
+            name = f"gallery_{_file_part(row.model)}_{_file_part(row.defense)}.png"
+            made.append(plots.plot_gallery(f"{row.model} / {row.defense}: clean, adversarial under the strongest "
+                                           "successful attack, perturbation", items, out / name))
+    return [p.name for p in made if p is not None]
+
+
+def _file_part(text: str) -> str:
+    from gradconceal.evaluation.runner import safe_name
+
+    return safe_name(text)
+
+
+def _gallery_items(row: RowMetrics, results: Results, runner: Runner, records: Mapping) -> List[Dict[str, Any]]:
+    """Up to ``spec.gallery`` images of a row with the adversarial of its strongest successful attack."""
+    import numpy as np
+    from PIL import Image
+
+    names = runner.class_names.get(row.model)
+
+    def name(label: Optional[int]) -> str:
+        if label is None:
+            return "?"
+        return f"{names[label]} ({label})" if names and 0 <= label < len(names) else str(label)
+
+    strength = sorted((m.ar.value if m.ar.value is not None else 1.0, order, label)
+                      for order, (label, m) in enumerate(row.attacks.items()) if m is not None)
+    items = []
+    for index in range(min(results.spec.gallery, runner.n_images)):
+        clean_record = records.get((row.model, row.defense, "clean", index))
+        if clean_record is None:
+            continue
+        item: Dict[str, Any] = {"clean": runner.dataset[index][0].float().numpy(), "clean_name": name(clean_record["pred"])}
+        if not clean_record["correct"]:
+            item["note"] = "misclassified without attack"
+        else:
+            item["note"] = "robust to every attack of the table"
+            for _, _, label in strength:
+                record = records.get((row.model, row.defense, label, index))
+                png = adversarial_path(results.out_dir, row.model, row.defense, label, index)
+                if record and record["status"] == "attacked" and not record["correct"] and png.is_file():
+                    with Image.open(png) as image:
+                        array = np.asarray(image, dtype=np.float32) / 255.0
+                    item["adversarial"] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+                    item["adversarial_name"] = name(record["adv_pred"])
+                    item["attack"] = label
+                    break
+        items.append(item)
+    return items

@@ -1,0 +1,138 @@
+"""From a spec's ``attacks`` (presets, explicit entries, an eps sweep) to the attacks the runner builds.
+
+Every attack is validated here before any model loads: its settings are checked by building it on a
+stand-in model that only declares the image size, so budgets beyond the image's largest distance, unknown
+settings and bad values are caught with the attack library's own messages.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from gradconceal.errors import GradconcealError, suggest
+from gradconceal.evaluation.spec import AttackPlan, DefenseEntry, EvalSpec
+
+_GRADIENT_FREE = ("square",)
+_VIEW_SETTINGS = ("eot_samples",)  # settings of the attacker's view, not of the attack itself
+
+
+class _ShapeProbe(nn.Module):
+    """A stand-in model that only declares its input size; attacks validate their settings against it."""
+
+    def __init__(self, image_size: Sequence[int]) -> None:
+        super().__init__()
+        self.input_size = tuple(int(v) for v in image_size)
+        self.base = self  # lets a transfer attack find its default surrogate
+
+    def forward(self, x: Tensor) -> Tensor:  # pragma: no cover - never called
+        raise RuntimeError("the shape probe is not a model")
+
+
+def group_of(attack: str, view: str) -> str:
+    """'white-box' for gradient attacks through plain autograd (the paper's protocol), else 'adaptive'."""
+    return "white-box" if view == "plain" and attack not in _GRADIENT_FREE + ("transfer",) else "adaptive"
+
+
+def _norm_eps(settings: Mapping[str, Any]) -> Tuple[Any, Any]:
+    from gradconceal.attacks import ThreatModel
+
+    if "norm" not in settings and "eps" not in settings:
+        return None, None
+    threat = ThreatModel(settings.get("norm", "linf"), settings.get("eps", 8 / 255))
+    return threat.norm, threat.eps
+
+
+def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_size: Sequence[int], where: str) -> None:
+    """Build the attack on a stand-in model: unknown names, unknown settings and bad values fail here."""
+    from gradconceal.attacks import create_attack
+
+    if "eot_samples" in settings and "eot" not in view:
+        raise GradconcealError(f"{where}: eot_samples needs view 'eot' or 'bpda+eot', got view {view!r}")
+    attack_settings = {k: v for k, v in settings.items() if k not in _VIEW_SETTINGS}
+    probe = _ShapeProbe(image_size)
+    try:
+        if attack == "transfer" or view == "transfer":
+            extra = {} if attack == "transfer" else {"attack": attack}
+            create_attack("transfer", probe, surrogate=probe, **extra, **attack_settings)
+        else:
+            create_attack(attack, probe, **attack_settings)
+    except GradconcealError as error:
+        raise GradconcealError(f"{where}: {error}") from None
+
+
+def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
+    """The attacks of a spec in order: presets expanded for ``image_size``, overrides applied, sweep appended."""
+    from gradconceal.attacks.presets import preset
+
+    plans: List[AttackPlan] = []
+    for i, entry in enumerate(spec.attacks):
+        where = f"attacks[{i}]"
+        keep = entry.keep or spec.keep_adversarial
+        if entry.preset is not None:
+            specs = list(preset(entry.preset, image_size=tuple(image_size)))
+            labels = [s.label for s in specs]
+            for label in entry.overrides:
+                if label not in labels:
+                    raise GradconcealError(f"{where}.overrides: preset {entry.preset!r} has no attack {label!r}"
+                                           f"{suggest(label, labels)}; its attacks: {', '.join(labels)}")
+            for s in specs:
+                settings = {**dict(s.settings), **dict(entry.overrides.get(s.label, {}))}
+                changed = s.label in entry.overrides
+                validate_attack(s.attack, settings, s.view, image_size, f"{where} ({entry.preset}: {s.label})")
+                norm, eps = _norm_eps(settings)
+                plans.append(AttackPlan(label=s.label, attack=s.attack, settings=settings, view=s.view,
+                                        group=group_of(s.attack, s.view), origin=entry.preset, keep=keep,
+                                        reason=entry.reason if changed else None, norm=norm, eps=eps))
+            continue
+        assert entry.attack is not None and entry.label is not None
+        validate_attack(entry.attack, entry.settings, entry.view, image_size, f"{where} ({entry.label})")
+        norm, eps = _norm_eps(entry.settings)
+        plans.append(AttackPlan(label=entry.label, attack=entry.attack, settings=dict(entry.settings), view=entry.view,
+                                group=group_of(entry.attack, entry.view), origin="explicit", keep=keep,
+                                reason=entry.reason, norm=norm, eps=eps))
+    if spec.sweep is not None:
+        sweep = spec.sweep
+        for norm, values in sweep.eps.items():
+            for view in sweep.views:
+                for value in values:
+                    settings = {**dict(sweep.settings), "norm": norm, "eps": value}
+                    label = f"sweep {sweep.attack.upper()}-{norm.capitalize()} {view} eps={value}"
+                    validate_attack(sweep.attack, settings, view, image_size, f"sweep ({label})")
+                    _, eps = _norm_eps(settings)
+                    plans.append(AttackPlan(label=label, attack=sweep.attack, settings=settings, view=view,
+                                            group="sweep", origin="sweep", keep=spec.keep_adversarial, norm=norm, eps=eps))
+    seen: Dict[str, int] = {}
+    for plan in plans:
+        seen[plan.label] = seen.get(plan.label, 0) + 1
+    twice = [label for label, count in seen.items() if count > 1]
+    if twice:
+        raise GradconcealError(f"attack label(s) {', '.join(repr(t) for t in twice)} appear more than once in the spec "
+                               "(a preset listed twice, or an explicit attack with a preset's label); labels must be unique")
+    return plans
+
+
+def applicable(plan: AttackPlan, defense: DefenseEntry) -> bool:
+    """Whether an attack applies to a defence: EOT views need a defence that draws randomness."""
+    return "eot" not in plan.view or defense.random
+
+
+def build_attack(plan: AttackPlan, defended: nn.Module) -> Any:
+    """The attack object of a plan on a defended model, through the plan's view of it.
+
+    Transfer attacks craft on the undefended model (the defended model's ``base``); BPDA applies only where
+    the defence has a concealment layer (elsewhere the plain model is the same function).
+    """
+    from gradconceal.attacks import adaptive_view, create_attack
+
+    settings = {k: v for k, v in plan.settings.items() if k not in _VIEW_SETTINGS}
+    if plan.attack == "transfer":
+        return create_attack("transfer", defended, **settings)
+    if plan.view == "transfer":
+        return create_attack("transfer", defended, attack=plan.attack, **settings)
+    bpda = "bpda" in plan.view and getattr(defended, "concealment", None) is not None
+    eot_samples = int(plan.settings.get("eot_samples", 1)) if "eot" in plan.view else 1
+    if not bpda and eot_samples == 1:
+        return create_attack(plan.attack, defended, **settings)
+    return create_attack(plan.attack, adaptive_view(defended, bpda=bpda, eot_samples=eot_samples), **settings)

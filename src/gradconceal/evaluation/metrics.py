@@ -1,0 +1,196 @@
+"""Numbers from per-sample records: clean accuracy, attack robustness (AR), robust accuracy, worst case.
+
+AR is the paper's measure: among the images the model classifies correctly, the share that stay correct
+under the attack, so it can exceed clean accuracy. Robust accuracy (RobustBench, AutoAttack) counts every
+image, a misclassified one as lost. Every rate carries its counts and a Wilson 95 % interval: with seven
+photos one photo moves a rate by 14 points, and the report must show it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from gradconceal.evaluation.spec import CLEAN_LABEL, AttackPlan
+
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> Tuple[float, float]:
+    """Wilson score interval of a proportion k/n (0..1); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class Rate:
+    """k of n images, with its Wilson 95 % interval; ``value`` is None when n is 0."""
+
+    k: int
+    n: int
+
+    @property
+    def value(self) -> Optional[float]:
+        return self.k / self.n if self.n else None
+
+    @property
+    def interval(self) -> Tuple[float, float]:
+        return wilson_interval(self.k, self.n)
+
+    def percent(self, digits: int = 1) -> str:
+        """'85.7' or 'n/a' when there are no images."""
+        return "n/a" if self.value is None else f"{100 * self.value:.{digits}f}"
+
+    def cell(self) -> str:
+        """'85.7 [48.7, 97.4]' (percent with its 95 % interval) for tables."""
+        if self.value is None:
+            return "n/a"
+        low, high = self.interval
+        return f"{100 * self.value:.1f} [{100 * low:.0f}, {100 * high:.0f}]"
+
+    def to_dict(self) -> Dict[str, Any]:
+        low, high = self.interval
+        return {"k": self.k, "n": self.n, "value": self.value, "ci95": [low, high]}
+
+
+@dataclass
+class AttackMetrics:
+    """One attack on one (model, defence): AR, robust accuracy and what the successful attacks cost."""
+
+    attack: str
+    group: str
+    ar: Rate
+    robust: Rate
+    attacked: int  # clean-correct images the attack ran on
+    mean_norm: Optional[float]  # mean perturbation norm (attack's norm) of the successful adversarials
+    median_grad_evals: Optional[float]
+    median_forward_evals: Optional[float]
+    changed_by_rounding: Optional[int]  # outcomes that flip when the adversarial is rounded to 8-bit pixels
+    ar_8bit: Optional[Rate]
+    fooled_disagreements: int  # the attack's own 'fooled' differs from the re-scored prediction
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "attack": self.attack,
+            "group": self.group,
+            "ar": self.ar.to_dict(),
+            "robust_accuracy": self.robust.to_dict(),
+            "attacked": self.attacked,
+            "mean_norm": self.mean_norm,
+            "median_grad_evals": self.median_grad_evals,
+            "median_forward_evals": self.median_forward_evals,
+            "changed_by_8bit_rounding": self.changed_by_rounding,
+            "ar_8bit": self.ar_8bit.to_dict() if self.ar_8bit else None,
+            "fooled_disagreements": self.fooled_disagreements,
+        }
+
+
+@dataclass
+class RowMetrics:
+    """All numbers of one (model, defence) row."""
+
+    model: str
+    defense: str
+    clean: Rate
+    attacks: Dict[str, Optional[AttackMetrics]] = field(default_factory=dict)  # None: not applicable
+    worst_white_box: Optional[Tuple[Rate, Rate]] = None  # (AR, robust accuracy) over the plain-autograd attacks
+    worst_all: Optional[Tuple[Rate, Rate]] = None  # over every attack of the table
+    sweep: List[Dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        def pair(value: Optional[Tuple[Rate, Rate]]) -> Optional[Dict[str, Any]]:
+            return None if value is None else {"ar": value[0].to_dict(), "robust_accuracy": value[1].to_dict()}
+
+        return {
+            "model": self.model,
+            "defense": self.defense,
+            "clean_accuracy": self.clean.to_dict(),
+            "attacks": {k: (v.to_dict() if v else None) for k, v in self.attacks.items()},
+            "worst_case_white_box": pair(self.worst_white_box),
+            "worst_case_all": pair(self.worst_all),
+            "sweep": self.sweep,
+        }
+
+
+def _median(values: Sequence[float]) -> Optional[float]:
+    return float(statistics.median(values)) if values else None
+
+
+def attack_metrics(plan: AttackPlan, records: Sequence[Mapping[str, Any]], n_images: int) -> AttackMetrics:
+    """Metrics of one attack from its records (one per image of the row)."""
+    clean_correct = [r for r in records if r["clean_correct"]]
+    attacked = [r for r in clean_correct if r["status"] == "attacked"]
+    survived = sum(1 for r in clean_correct if r["correct"])
+    broken = [r for r in attacked if not r["correct"] and r.get("norm") is not None]
+    rounded = [r for r in attacked if r.get("correct_8bit") is not None]
+    changed = sum(1 for r in rounded if r["correct_8bit"] != r["correct"]) if rounded else None
+    ar_8bit = None
+    if rounded:
+        kept = sum(1 for r in clean_correct if (r["correct_8bit"] if r.get("correct_8bit") is not None else r["correct"]))
+        ar_8bit = Rate(kept, len(clean_correct))
+    disagreements = sum(1 for r in attacked if r.get("fooled") is not None and bool(r["fooled"]) == bool(r["correct"]))
+    return AttackMetrics(
+        attack=plan.label,
+        group=plan.group,
+        ar=Rate(survived, len(clean_correct)),
+        robust=Rate(survived, n_images),
+        attacked=len(attacked),
+        mean_norm=(sum(float(r["norm"]) for r in broken) / len(broken)) if broken else None,
+        median_grad_evals=_median([float(r["grad_evals"]) for r in attacked]),
+        median_forward_evals=_median([float(r["forward_evals"]) for r in attacked]),
+        changed_by_rounding=changed,
+        ar_8bit=ar_8bit,
+        fooled_disagreements=disagreements,
+    )
+
+
+def worst_case(clean: Sequence[Mapping[str, Any]], per_attack: Iterable[Sequence[Mapping[str, Any]]]) -> Tuple[Rate, Rate]:
+    """(AR, robust accuracy) when each image faces its own strongest attack among ``per_attack``."""
+    robust = {int(r["index"]): bool(r["correct"]) for r in clean}
+    for records in per_attack:
+        for r in records:
+            if not r["correct"]:
+                robust[int(r["index"])] = False
+    n_correct = sum(1 for r in clean if r["correct"])
+    survived = sum(1 for r in clean if r["correct"] and robust[int(r["index"])])
+    return Rate(survived, n_correct), Rate(survived, len(clean))
+
+
+def row_metrics(
+    model: str,
+    defense: str,
+    records: Mapping[str, Sequence[Mapping[str, Any]]],
+    plans: Sequence[AttackPlan],
+    applicable: Mapping[str, bool],
+) -> RowMetrics:
+    """Every number of one row from its records grouped by attack label (``CLEAN_LABEL`` for the clean pass)."""
+    clean = list(records.get(CLEAN_LABEL, []))
+    n = len(clean)
+    row = RowMetrics(model, defense, Rate(sum(1 for r in clean if r["correct"]), n))
+    table_plans = [p for p in plans if p.group != "sweep"]
+    for plan in table_plans:
+        row.attacks[plan.label] = attack_metrics(plan, records.get(plan.label, []), n) if applicable[plan.label] else None
+    white = [records.get(p.label, []) for p in table_plans if p.group == "white-box" and applicable[p.label]]
+    every = [records.get(p.label, []) for p in table_plans if applicable[p.label]]
+    if white:
+        row.worst_white_box = worst_case(clean, white)
+    if every:
+        row.worst_all = worst_case(clean, every)
+    for plan in plans:
+        if plan.group != "sweep" or not applicable[plan.label]:
+            continue
+        m = attack_metrics(plan, records.get(plan.label, []), n)
+        row.sweep.append({
+            "attack": plan.label, "norm": plan.norm, "eps": plan.eps, "view": plan.view,
+            "ar": m.ar.to_dict(), "robust_accuracy": m.robust.to_dict(),
+        })
+    return row

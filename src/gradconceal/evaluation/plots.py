@@ -1,0 +1,172 @@
+"""The report's PNG plots: AR per attack, robust accuracy vs eps, and a gallery of adversarial images.
+
+Figures are drawn with matplotlib's object API on the Agg canvas, so plotting never changes the user's
+pyplot backend. Scales are fixed (0-100 %) so that two reports compare at a glance.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from gradconceal.evaluation.metrics import AttackMetrics, Rate
+from gradconceal.evaluation.results import Results
+
+log = logging.getLogger(__name__)
+
+_COLOURS = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"]
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    FigureCanvasAgg(figure)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _errors(rates: Sequence[Optional[Rate]]) -> Tuple[np.ndarray, np.ndarray]:
+    values, spans = [], [[], []]
+    for rate in rates:
+        if rate is None or rate.value is None:
+            values.append(np.nan)
+            spans[0].append(0.0)
+            spans[1].append(0.0)
+            continue
+        low, high = rate.interval
+        values.append(100 * rate.value)
+        spans[0].append(100 * (rate.value - low))
+        spans[1].append(100 * (high - rate.value))
+    return np.array(values), np.array(spans)
+
+
+def plot_ar_bars(results: Results, path: Path) -> Path:
+    """AR per attack, one bar per defence, grouped by attack; the paper's attacks left, adaptive right."""
+    white = [p.label for p in results.plans if p.group == "white-box"]
+    adaptive = [p.label for p in results.plans if p.group == "adaptive"]
+    columns = white + (["worst, paper"] if white else []) + adaptive + ["worst, all"]
+    models = list(dict.fromkeys(r.model for r in results.rows))
+    figure = Figure(figsize=(max(7.0, 1.0 + 0.9 * len(columns)), 3.6 * len(models)))
+    axes = figure.subplots(len(models), 1, squeeze=False)[:, 0]
+    for ax, model in zip(axes, models):
+        rows = [r for r in results.rows if r.model == model]
+        width = 0.8 / max(1, len(rows))
+        x = np.arange(len(columns))
+        for i, row in enumerate(rows):
+            rates: List[Optional[Rate]] = []
+            for column in columns:
+                if column == "worst, paper":
+                    rates.append(row.worst_white_box[0] if row.worst_white_box else None)
+                elif column == "worst, all":
+                    rates.append(row.worst_all[0] if row.worst_all else None)
+                else:
+                    metrics: Optional[AttackMetrics] = row.attacks.get(column)
+                    rates.append(metrics.ar if metrics else None)
+            values, spans = _errors(rates)
+            positions = x - 0.4 + width * (i + 0.5)
+            ax.bar(positions, np.nan_to_num(values), width, yerr=spans, capsize=2, color=_COLOURS[i % len(_COLOURS)],
+                   label=f"{row.defense} (n = {row.clean.k} clean-correct)", error_kw={"elinewidth": 0.8})
+            for position, value in zip(positions, values):
+                if np.isnan(value):
+                    ax.text(position, 2, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+        if white:
+            split = len(white) + 0.5
+            ax.axvline(split, color="black", linestyle="--", linewidth=0.8)
+            ax.text(split - 0.1, 104, "paper's attacks (plain gradients)", ha="right", va="bottom", fontsize=8)
+            ax.text(split + 0.1, 104, "adaptive / gradient-free", ha="left", va="bottom", fontsize=8)
+        ax.set_xticks(x)
+        ax.set_xticklabels(columns, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 112)
+        ax.set_yticks([0, 20, 40, 60, 80, 100])
+        ax.set_ylabel("attack robustness AR (%)")
+        ax.set_title(f"{model}: AR per attack with 95 % Wilson intervals", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.grid(axis="y", alpha=0.3)
+    return _save(figure, path)
+
+
+def _eps_value(eps: object) -> float:
+    text = str(eps)
+    if "/" in text:
+        num, den = text.split("/", 1)
+        return float(num) / float(den)
+    return float(text)
+
+
+def plot_eps_curves(results: Results, path: Path) -> Optional[Path]:
+    """Robust accuracy (all images) vs eps per norm, one line per (model, defence, view); None without a sweep."""
+    points = [(row, p) for row in results.rows for p in row.sweep]
+    if not points:
+        return None
+    norms = list(dict.fromkeys(p["norm"] for _, p in points))
+    figure = Figure(figsize=(5.2 * len(norms) + 2.5, 4.0))
+    axes = figure.subplots(1, len(norms), squeeze=False)[0]
+    for ax, norm in zip(axes, norms):
+        lines: Dict[Tuple[str, str, str], List[Tuple[float, dict]]] = {}
+        for row, p in points:
+            if p["norm"] == norm:
+                lines.setdefault((row.model, row.defense, p["view"]), []).append((_eps_value(p["eps"]), p))
+        for i, (key, curve) in enumerate(sorted(lines.items())):
+            curve.sort(key=lambda item: item[0])
+            eps = np.array([e for e, _ in curve]) * (255 if norm == "linf" else 1)
+            acc = np.array([100 * (p["robust_accuracy"]["value"] or 0) for _, p in curve])
+            low = np.array([100 * p["robust_accuracy"]["ci95"][0] for _, p in curve])
+            high = np.array([100 * p["robust_accuracy"]["ci95"][1] for _, p in curve])
+            colour = _COLOURS[i % len(_COLOURS)]
+            style = "-" if key[2] == "plain" else "--"
+            ax.plot(eps, acc, style, marker="o", color=colour, label=f"{key[0]}/{key[1]}, {key[2]} gradients")
+            ax.fill_between(eps, low, high, color=colour, alpha=0.12)
+        ax.set_xlabel("eps (x/255)" if norm == "linf" else f"eps ({norm} norm, [0, 1] pixels)")
+        ax.set_ylabel("robust accuracy, all images (%)")
+        ax.set_ylim(0, 102)
+        ax.set_title(f"PGD-{norm.capitalize()}: robust accuracy vs budget", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(figure, path)
+
+
+def _show(ax, image: np.ndarray, title: str) -> None:
+    if image.shape[0] == 1:
+        ax.imshow(image[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(image.transpose(1, 2, 0), 0, 1), interpolation="nearest")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_gallery(
+    title: str,
+    items: Sequence[Mapping[str, object]],
+    path: Path,
+) -> Optional[Path]:
+    """Clean image, adversarial image and magnified perturbation per item, titled with predicted class names.
+
+    Each item holds ``clean`` (C, H, W array), ``clean_name``, and, when an attack succeeded, ``adversarial``,
+    ``adversarial_name`` and ``attack``; otherwise ``note`` says why there is no adversarial image.
+    """
+    if not items:
+        return None
+    figure = Figure(figsize=(8.4, 2.7 * len(items) + 0.4), layout="constrained")
+    axes = figure.subplots(len(items), 3, squeeze=False)
+    for row, item in zip(axes, items):
+        clean = np.asarray(item["clean"], dtype=np.float32)
+        _show(row[0], clean, f"clean: {item['clean_name']}")
+        adversarial = item.get("adversarial")
+        if adversarial is None:
+            for ax in row[1:]:
+                ax.axis("off")
+            row[1].text(0.0, 0.5, str(item.get("note", "no successful attack")), fontsize=9, va="center", wrap=True)
+            continue
+        adv = np.asarray(adversarial, dtype=np.float32)
+        _show(row[1], adv, f"{item['attack']}: {item['adversarial_name']}")
+        delta = adv - clean
+        peak = float(np.abs(delta).max())
+        factor = 0.5 / peak if peak > 0 else 1.0
+        _show(row[2], 0.5 + factor * delta, f"perturbation x{factor:.0f} (max |d| = {255 * peak:.1f}/255)")
+    figure.suptitle(title, fontsize=10)
+    return _save(figure, path)

@@ -1,0 +1,286 @@
+"""The report folder: ``report.md``, ``results.json``, ``results.csv`` (the plots come from ``plots``).
+
+The paper's protocol (gradient attacks through plain autograd) and the adaptive attacks are always in the
+same table, with the per-sample worst case and the masking audit's verdict beside them: a number from the
+paper's protocol is never shown alone.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from gradconceal.evaluation.metrics import AttackMetrics, Rate, RowMetrics
+from gradconceal.evaluation.results import Results
+from gradconceal.evaluation.spec import AttackPlan
+
+GROUP_TITLES = {
+    "white-box": "gradient attacks through plain autograd (the paper's protocol)",
+    "adaptive": "adaptive and gradient-free attacks (BPDA, EOT, Square, transfer)",
+}
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def table_plans(results: Results) -> Tuple[List[AttackPlan], List[AttackPlan]]:
+    """The table's attacks: (white-box ones as the paper ran them, adaptive ones)."""
+    white = [p for p in results.plans if p.group == "white-box"]
+    adaptive = [p for p in results.plans if p.group == "adaptive"]
+    return white, adaptive
+
+
+def _cell(metrics: Optional[AttackMetrics], robust: bool = False) -> str:
+    if metrics is None:
+        return "n/a"
+    return (metrics.robust if robust else metrics.ar).cell()
+
+
+def _worst_cell(value: Optional[Tuple[Rate, Rate]], robust: bool = False) -> str:
+    if value is None:
+        return "-"
+    return value[1 if robust else 0].cell()
+
+
+def _verdict(results: Results, row: RowMetrics) -> str:
+    audit = results.info.get("audit") or {}
+    entry = audit.get(f"{row.model}/{row.defense}")
+    if entry is None:
+        return "audit not run"
+    return str(entry.get("verdict") or entry.get("note") or "audit not run")
+
+
+def markdown_table(results: Results, *, robust: bool = False) -> str:
+    """Rows = model x defence; columns = clean, the paper's attacks, their worst case, then the adaptive ones."""
+    white, adaptive = table_plans(results)
+    head = ["Model", "Defence", "Clean acc. %", "n"]
+    head += [p.label for p in white] + ["Worst, paper attacks"]
+    head += [p.label for p in adaptive] + ["Worst, all attacks", "Masking audit"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    for row in results.rows:
+        n = row.clean.n if robust else row.clean.k
+        cells = [row.model, row.defense, row.clean.cell(), str(n)]
+        cells += [_cell(row.attacks.get(p.label), robust) for p in white] + [_worst_cell(row.worst_white_box, robust)]
+        cells += [_cell(row.attacks.get(p.label), robust) for p in adaptive] + [_worst_cell(row.worst_all, robust)]
+        cells.append(_verdict(results, row))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def text_table(results: Results) -> str:
+    """The table for a terminal: one column per (model, defence), one line per attack, AR % [95 % CI]."""
+    white, adaptive = table_plans(results)
+    columns = [f"{r.model}/{r.defense}" for r in results.rows]
+    lines: List[Tuple[str, List[str]]] = [
+        ("clean accuracy %", [r.clean.cell() for r in results.rows]),
+        ("clean-correct images", [f"{r.clean.k} of {r.clean.n}" for r in results.rows]),
+    ]
+    sections = [("AR % - " + GROUP_TITLES["white-box"], white, "worst case, paper attacks", "worst_white_box"),
+                ("AR % - " + GROUP_TITLES["adaptive"], adaptive, "worst case, all attacks", "worst_all")]
+    for title, plans, worst_title, worst_attr in sections:
+        lines.append((f"-- {title}", []))
+        if not plans:
+            lines.append(("(none in this spec: the numbers above cannot tell robustness from masking)", []))
+        for plan in plans:
+            lines.append((plan.label, [_cell(r.attacks.get(plan.label)) for r in results.rows]))
+        lines.append((worst_title, [_worst_cell(getattr(r, worst_attr)) for r in results.rows]))
+    lines.append(("masking audit", [_verdict(results, r) for r in results.rows]))
+    name_width = max(len(name) for name, cells in lines if cells) + 2
+    widths = [max([len(c)] + [len(cells[i]) for _, cells in lines if cells]) + 2 for i, c in enumerate(columns)]
+    out = [" " * name_width + "".join(c.rjust(w) for c, w in zip(columns, widths))]
+    for name, cells in lines:
+        if not cells:
+            out.append(name)
+            continue
+        out.append(name.ljust(name_width) + "".join(c.rjust(w) for c, w in zip(cells, widths)))
+    return "\n".join(out)
+
+
+def _settings_text(plan: AttackPlan) -> str:
+    items = [f"{k}={v}" for k, v in sorted(plan.settings.items()) if k not in ("norm", "eps")]
+    return ", ".join(items) if items else "defaults"
+
+
+def _attack_table(results: Results) -> str:
+    lines = ["| Attack | Group | From | View | Norm | eps | Settings |", "|---|---|---|---|---|---|---|"]
+    for plan in results.plans:
+        eps = plan.settings.get("eps", plan.eps)
+        lines.append(f"| {plan.label} | {plan.group} | {plan.origin} | {plan.view} | {plan.norm or '-'} | {eps} | "
+                     f"{_settings_text(plan)} |")
+    return "\n".join(lines)
+
+
+def _cost_table(results: Results) -> str:
+    lines = ["| Model | Defence | Attack | Attacked images | Mean norm of successful perturbations | "
+             "Median gradient evals | Median forward evals |", "|---|---|---|---|---|---|---|"]
+    for row in results.rows:
+        for label, m in row.attacks.items():
+            if m is None:
+                continue
+            norm = "-" if m.mean_norm is None else f"{m.mean_norm:.4g}"
+            grads = "-" if m.median_grad_evals is None else f"{m.median_grad_evals:g}"
+            fwds = "-" if m.median_forward_evals is None else f"{m.median_forward_evals:g}"
+            lines.append(f"| {row.model} | {row.defense} | {label} | {m.attacked} | {norm} | {grads} | {fwds} |")
+    return "\n".join(lines)
+
+
+def _rounding_section(results: Results) -> str:
+    changed = []
+    checked = 0
+    for row in results.rows:
+        for label, m in row.attacks.items():
+            if m is None or m.changed_by_rounding is None:
+                continue
+            checked += m.attacked
+            if m.changed_by_rounding:
+                changed.append(f"- {row.model}/{row.defense}, {label}: {m.changed_by_rounding} of {m.attacked} "
+                               f"outcomes change; AR after rounding {m.ar_8bit.cell() if m.ar_8bit else 'n/a'}")
+    head = ("Every adversarial image was also rounded to 8-bit pixels (as a saved PNG would be) and "
+            "classified again. ")
+    if not checked:
+        return head + "No image was attacked, so nothing was re-scored."
+    if not changed:
+        return head + f"Rounding changed none of the {checked} attacked outcomes."
+    return head + "Rounding changed these outcomes:\n\n" + "\n".join(changed)
+
+
+def _disagreement_note(results: Results) -> Optional[str]:
+    total = sum(m.fooled_disagreements for r in results.rows for m in r.attacks.values() if m is not None)
+    if not total:
+        return None
+    return (f"In {total} attacked cases the attack's own success flag differs from the re-scored prediction "
+            "(randomised defence, or a prediction that moved to another accepted label); the tables use the "
+            "re-scored prediction.")
+
+
+def markdown_report(results: Results) -> str:
+    """The whole ``report.md``."""
+    info = results.info
+    spec = results.spec
+    parts = [f"# {spec.title}", ""]
+    parts.append(
+        f"{info.get('n_images', '?')} images of `{spec.data.source}` ({spec.data.split} split); seed {spec.seed}; "
+        f"device {info.get('device', spec.device)}, dtype {spec.dtype}; {info.get('world_size', 1)} process(es); "
+        f"run time {info.get('runtime_s', 0):.0f} s. gradconceal {info.get('versions', {}).get('gradconceal', '?')}, "
+        f"torch {info.get('versions', {}).get('torch', '?')}."
+    )
+    parts += ["", "## Attack robustness (AR): the paper's protocol beside adaptive attacks", ""]
+    parts.append(
+        "AR (the paper's measure) = among the images a row classifies correctly (n), the percentage that stay "
+        "correct under the attack; it can exceed clean accuracy. Each cell: AR % [95 % Wilson interval]. "
+        "Columns up to 'Worst, paper attacks' are " + GROUP_TITLES["white-box"] + "; the columns after it are "
+        + GROUP_TITLES["adaptive"] + ". 'Worst' counts an image as robust only if it survives every attack of "
+        "the group (per-sample worst case). 'n/a': the attack does not apply to the defence (EOT needs a random "
+        "defence)."
+    )
+    parts += ["", markdown_table(results), ""]
+    parts += ["## Robust accuracy over all images (the RobustBench / AutoAttack convention)", ""]
+    parts.append("Each cell: robust accuracy % [95 % Wilson interval] over all n images; a misclassified clean "
+                 "image counts as not robust.")
+    parts += ["", markdown_table(results, robust=True), ""]
+    facts = info.get("gradient_facts_lines")
+    if facts:
+        parts += ["## Gradient facts", "", "What GCM does to the model's forward pass and to its input gradients, "
+                  "measured on these images:", ""]
+        parts += [f"- {line}" for line in facts] + [""]
+    parts += ["## Attacks as run", "", _attack_table(results), ""]
+    reasons = sorted({p.reason for p in results.plans if p.reason})
+    if reasons:
+        parts += ["Settings differ from the published presets, for this reason: " + " ".join(reasons), ""]
+    parts += ["## Cost and perturbation size", "", _cost_table(results), ""]
+    parts += ["## Rounding to 8-bit pixels", "", _rounding_section(results), ""]
+    parts += ["## Masking audit", ""]
+    audit = info.get("audit") or {}
+    if audit:
+        for key, entry in audit.items():
+            parts.append(f"- {key}: {entry.get('verdict') or entry.get('note')}")
+    else:
+        parts.append("audit not run")
+    parts += ["", "## Notes", ""]
+    notes = list(info.get("notes", []))
+    disagreement = _disagreement_note(results)
+    if disagreement:
+        notes.append(disagreement)
+    parts += [f"- {note}" for note in notes]
+    plots = info.get("plots", [])
+    if plots:
+        parts += ["", "## Plots", ""]
+        parts += [f"![{Path(p).stem}]({p})" for p in plots]
+    parts += ["", "## Reproduce", "",
+              f"Per-sample records: `{results.records_path.name}` (one JSON line per model, defence, attack and image). "
+              "`results.json` embeds the full spec; `gradconceal evaluate results.json --out DIR` runs it again "
+              "and compares the numbers.", ""]
+    return "\n".join(parts)
+
+
+def csv_text(results: Results) -> str:
+    """``results.csv``: one line per (model, defence, attack), plus clean and worst-case lines."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["model", "defense", "attack", "group", "view", "norm", "eps", "ar", "ar_k", "ar_n", "ar_ci_low",
+                     "ar_ci_high", "robust_accuracy", "robust_k", "robust_n", "robust_ci_low", "robust_ci_high",
+                     "mean_norm", "median_grad_evals", "median_forward_evals", "changed_by_8bit_rounding"])
+    plans = {p.label: p for p in results.plans}
+
+    def rate_cells(rate: Optional[Rate]) -> List[Any]:
+        if rate is None:
+            return ["", "", "", "", ""]
+        low, high = rate.interval
+        return [rate.value if rate.value is not None else "", rate.k, rate.n, low, high]
+
+    for row in results.rows:
+        writer.writerow([row.model, row.defense, "clean", "clean", "", "", "", *rate_cells(None), *rate_cells(row.clean),
+                         "", "", "", ""])
+        for label, m in row.attacks.items():
+            plan = plans[label]
+            eps = plan.settings.get("eps", plan.eps)
+            if m is None:
+                writer.writerow([row.model, row.defense, label, plan.group, plan.view, plan.norm, eps] + ["n/a"] * 14)
+                continue
+            writer.writerow([row.model, row.defense, label, plan.group, plan.view, plan.norm, eps, *rate_cells(m.ar),
+                             *rate_cells(m.robust), m.mean_norm, m.median_grad_evals, m.median_forward_evals,
+                             m.changed_by_rounding])
+        for name, value in (("worst case, paper attacks", row.worst_white_box), ("worst case, all attacks", row.worst_all)):
+            if value is not None:
+                writer.writerow([row.model, row.defense, name, "worst", "", "", "", *rate_cells(value[0]),
+                                 *rate_cells(value[1]), "", "", "", ""])
+        for point in row.sweep:
+            ar, rob = point["ar"], point["robust_accuracy"]
+            writer.writerow([row.model, row.defense, point["attack"], "sweep", point["view"], point["norm"], point["eps"],
+                             ar["value"], ar["k"], ar["n"], *ar["ci95"], rob["value"], rob["k"], rob["n"], *rob["ci95"],
+                             "", "", "", ""])
+    return buffer.getvalue()
+
+
+def write_report(results: Results) -> Dict[str, Path]:
+    """Write ``report.md``, ``results.json`` and ``results.csv`` into the results' folder; returns their paths."""
+    out = results.out_dir
+    paths = {"report": out / "report.md", "json": out / "results.json", "csv": out / "results.csv"}
+    write_atomic(paths["json"], json.dumps(results.to_dict(), indent=2, sort_keys=False, default=str) + "\n")
+    write_atomic(paths["csv"], csv_text(results))
+    write_atomic(paths["report"], markdown_report(results))
+    return paths
+
+
+def summary_lines(results: Results) -> Sequence[str]:
+    """Where the report went, for the CLI's last lines."""
+    out = results.out_dir
+    return [f"report: {out / 'report.md'}", f"numbers: {out / 'results.json'} and {out / 'results.csv'}",
+            f"records: {results.records_path}"]

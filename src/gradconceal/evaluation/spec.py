@@ -1,0 +1,618 @@
+"""The evaluation spec: what to evaluate (models, defences, data, attacks, seed), parsed and validated up front.
+
+A spec is a TOML or JSON file (or a dict) with a ``format_version``. Every mistake is found before any model
+loads and reported as one ``GradconcealError`` naming the key and the value, with the nearest valid key
+suggested for typos. ``EvalSpec.to_dict()`` is the canonical form embedded in ``results.json``.
+
+Example (TOML)::
+
+    format_version = 1
+    models = ["fmnist-cnn"]
+    defenses = ["none", "gcm"]
+    attacks = ["paper", "adaptive"]
+    seed = 0
+    [data]
+    source = "fashion-mnist"
+    n = 200
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from gradconceal.errors import GradconcealError, suggest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python < 3.11 only
+    import tomli as tomllib
+
+FORMAT_VERSION = 1
+
+DEFENSE_KINDS = ("none", "gcm", "resize-pad", "challenge")
+DEFAULT_DEFENSE_LABELS = {"none": "vanilla", "gcm": "gcm", "resize-pad": "resize-pad", "challenge": "challenge"}
+VIEWS = ("plain", "bpda", "eot", "bpda+eot", "transfer")
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+PRESETS = ("paper", "adaptive", "autoattack-like")
+CLEAN_LABEL = "clean"  # reserved: the records of the clean pass use it as their attack label
+
+# The challenge solution resizes 224-pixel images to a random side in [218, 224): the same ratio elsewhere.
+CHALLENGE_MIN_RATIO = 218 / 224
+
+_TOP_KEYS = (
+    "format_version", "title", "models", "defenses", "data", "attacks", "sweep", "batch_size", "device",
+    "dtype", "seed", "cascade", "keep_adversarial", "gallery", "audit",
+)
+_MODEL_KEYS = ("name", "label", "weights", "pretrained")
+_DEFENSE_KEYS = ("name", "label", "w", "epsilon", "min_size")
+_DATA_KEYS = ("source", "n", "split")
+_PRESET_ENTRY_KEYS = ("preset", "overrides", "reason", "keep")
+_ATTACK_ENTRY_KEYS = ("label", "attack", "view", "keep", "reason")
+_SWEEP_KEYS = ("attack", "views", "linf", "l2", "l1", "settings")
+
+PathLike = Union[str, Path]
+
+
+# -- seeds ----------------------------------------------------------------------------------------------
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(value: int) -> int:
+    """One step of the SplitMix64 mixer: nearby inputs give unrelated 64-bit outputs."""
+    z = (value + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """The seed of sample ``index`` under spec seed ``seed`` (63-bit): the same whatever batch or process."""
+    return _splitmix64(_splitmix64(int(seed) & _MASK64) ^ (int(index) & _MASK64)) >> 1
+
+
+def sample_seeds(seed: int, indices: Iterable[int]) -> List[int]:
+    """``sample_seed`` for each index, in order."""
+    return [sample_seed(seed, i) for i in indices]
+
+
+# -- entries --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model to evaluate: a zoo name or checkpoint path, optional weights, and the label shown in tables."""
+
+    name: str
+    label: str
+    weights: Optional[str] = None
+    pretrained: bool = True
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.name, "label": self.label, "pretrained": self.pretrained}
+        if self.weights is not None:
+            out["weights"] = self.weights
+        return out
+
+
+@dataclass(frozen=True)
+class DefenseEntry:
+    """A defence in front of every model: none, gcm, resize-pad or challenge (gcm then resize-pad)."""
+
+    kind: str
+    label: str
+    w: float = 1e20
+    epsilon: float = 1e-8
+    min_size: Optional[int] = None  # resize-pad's smallest side; None: 218/224 of the input side
+
+    @property
+    def random(self) -> bool:
+        """Whether the defence draws randomness on each forward (the EOT views apply only then)."""
+        return self.kind in ("resize-pad", "challenge")
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"name": self.kind, "label": self.label}
+        if self.kind in ("gcm", "challenge"):
+            out.update(w=self.w, epsilon=self.epsilon)
+        if self.random and self.min_size is not None:
+            out["min_size"] = self.min_size
+        return out
+
+
+@dataclass(frozen=True)
+class DataEntry:
+    """Where the images come from (a ``gradconceal.data`` source string), how many, which split."""
+
+    source: str
+    n: Optional[int] = None
+    split: str = "test"
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"source": self.source, "split": self.split}
+        if self.n is not None:
+            out["n"] = self.n
+        return out
+
+
+@dataclass(frozen=True)
+class AttackEntry:
+    """One ``attacks`` item: a preset (with optional per-label overrides) or one explicit attack."""
+
+    preset: Optional[str] = None
+    overrides: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    label: Optional[str] = None
+    attack: Optional[str] = None
+    view: str = "plain"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    keep: bool = False
+    reason: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        if self.preset is not None:
+            out: Dict[str, Any] = {"preset": self.preset}
+            if self.overrides:
+                out["overrides"] = copy.deepcopy(dict(self.overrides))
+        else:
+            out = {"label": self.label, "attack": self.attack, "view": self.view, **copy.deepcopy(dict(self.settings))}
+        if self.keep:
+            out["keep"] = True
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class SweepEntry:
+    """Robust accuracy vs eps: one attack run at each listed eps of each norm, under each view."""
+
+    attack: str = "pgd"
+    views: Tuple[str, ...] = ("plain", "bpda")
+    eps: Mapping[str, Tuple[Any, ...]] = field(default_factory=dict)  # norm -> eps values as given
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out: Dict[str, Any] = {"attack": self.attack, "views": list(self.views)}
+        out.update({norm: list(values) for norm, values in self.eps.items()})
+        if self.settings:
+            out["settings"] = copy.deepcopy(dict(self.settings))
+        return out
+
+
+@dataclass(frozen=True)
+class AttackPlan:
+    """One resolved attack of the run: label, attack name, its settings, the attacker's view and its role."""
+
+    label: str
+    attack: str
+    settings: Mapping[str, Any]
+    view: str = "plain"
+    group: str = "white-box"  # "white-box" (plain autograd, as in the paper), "adaptive", or "sweep"
+    origin: str = "explicit"  # preset name, "explicit" or "sweep"
+    keep: bool = False
+    reason: Optional[str] = None  # why settings differ from the preset (e.g. the demo's time budget)
+    norm: Optional[str] = None
+    eps: Optional[float] = None
+
+    def config(self) -> Dict[str, Any]:
+        """What decides the attack's records (compared on resume to refuse mixing two configurations)."""
+        return {"attack": self.attack, "view": self.view, "settings": _jsonable(dict(self.settings))}
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {"label": self.label, "group": self.group, "origin": self.origin, **self.config()}
+        out.update(norm=self.norm, eps=self.eps, keep=self.keep)
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class EvalSpec:
+    """A validated evaluation spec (use ``load_spec`` to make one)."""
+
+    models: List[ModelEntry]
+    defenses: List[DefenseEntry]
+    data: DataEntry
+    attacks: List[AttackEntry]
+    sweep: Optional[SweepEntry] = None
+    batch_size: int = 32
+    device: str = "auto"
+    dtype: str = "float32"
+    seed: int = 0
+    cascade: bool = False
+    keep_adversarial: bool = False
+    gallery: int = 4
+    audit: bool = True
+    title: str = "gradconceal evaluation"
+    format_version: int = FORMAT_VERSION
+    base_dir: Path = field(default_factory=Path.cwd, compare=False, repr=False)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The canonical spec (JSON-ready); ``load_spec`` of it gives the same spec back."""
+        out: Dict[str, Any] = {
+            "format_version": self.format_version,
+            "title": self.title,
+            "models": [m.to_dict() for m in self.models],
+            "defenses": [d.to_dict() for d in self.defenses],
+            "data": self.data.to_dict(),
+            "attacks": [a.to_dict() for a in self.attacks],
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "dtype": self.dtype,
+            "seed": self.seed,
+            "cascade": self.cascade,
+            "keep_adversarial": self.keep_adversarial,
+            "gallery": self.gallery,
+            "audit": self.audit,
+        }
+        if self.sweep is not None:
+            out["sweep"] = self.sweep.to_dict()
+        return _jsonable(out)
+
+
+# -- loading --------------------------------------------------------------------------------------------
+def load_spec(source: Union[PathLike, Mapping[str, Any], EvalSpec], *, extra_models: Sequence[str] = ()) -> EvalSpec:
+    """Parse and statically validate a spec from a TOML/JSON file, a ``results.json``, a dict or an EvalSpec.
+
+    ``extra_models`` are names the caller provides as in-memory models (accepted without a zoo check).
+    Checks that need the data (eps against the image size, preset budgets) run in ``plan_attacks``.
+    """
+    if isinstance(source, EvalSpec):
+        return source
+    if isinstance(source, Mapping):
+        return parse_spec(source, base_dir=Path.cwd(), extra_models=extra_models)
+    path = Path(source)
+    raw = read_spec_file(path)
+    if is_results_file(raw):
+        raw = raw["spec"]
+    return parse_spec(raw, base_dir=path.resolve().parent, extra_models=extra_models)
+
+
+def read_spec_file(path: Path) -> Dict[str, Any]:
+    """Read a TOML (``.toml``) or JSON file into a dict, with the file named in any error."""
+    if not path.is_file():
+        raise GradconcealError(f"spec file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise GradconcealError(f"cannot read spec file {path}: {error}") from None
+    if path.suffix.lower() == ".json" or (path.suffix.lower() != ".toml" and text.lstrip().startswith("{")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise GradconcealError(f"spec file {path} is not valid JSON: {error}") from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise GradconcealError(f"spec file {path} is not valid TOML: {error}") from None
+    if not isinstance(data, dict):
+        raise GradconcealError(f"spec file {path} must hold a table/object at the top, got {type(data).__name__}")
+    return data
+
+
+def is_results_file(raw: Mapping[str, Any]) -> bool:
+    """Whether a parsed file is a ``results.json`` written by ``evaluate`` (it embeds its spec)."""
+    return raw.get("kind") == "gradconceal-results" and isinstance(raw.get("spec"), Mapping)
+
+
+def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, extra_models: Sequence[str] = ()) -> EvalSpec:
+    """Validate a spec dict key by key; relative paths are taken from ``base_dir``."""
+    if not isinstance(raw, Mapping):
+        raise GradconcealError(f"a spec must be a table/object, got {type(raw).__name__}")
+    _check_keys(raw, _TOP_KEYS, "spec")
+    version = raw.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise GradconcealError(f"format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise GradconcealError(
+            f"spec format_version {version} is newer than this gradconceal understands ({FORMAT_VERSION}); "
+            "upgrade gradconceal"
+        )
+    for required in ("models", "data", "attacks"):
+        if required not in raw:
+            raise GradconcealError(f"spec needs a '{required}' entry")
+    models = _parse_models(raw["models"], base_dir, extra_models)
+    defenses = _parse_defenses(raw.get("defenses", ["none", "gcm"]))
+    data = _parse_data(raw["data"], base_dir)
+    attacks = _parse_attacks(raw["attacks"])
+    sweep = _parse_sweep(raw["sweep"]) if raw.get("sweep") is not None else None
+    spec = EvalSpec(
+        models=models,
+        defenses=defenses,
+        data=data,
+        attacks=attacks,
+        sweep=sweep,
+        batch_size=_int(raw.get("batch_size", 32), "batch_size", minimum=1),
+        device=_device(raw.get("device", "auto")),
+        dtype=_choice(raw.get("dtype", "float32"), "dtype", DTYPES),
+        seed=_int(raw.get("seed", 0), "seed", minimum=0),
+        cascade=_bool(raw.get("cascade", False), "cascade"),
+        keep_adversarial=_bool(raw.get("keep_adversarial", False), "keep_adversarial"),
+        gallery=_int(raw.get("gallery", 4), "gallery", minimum=0),
+        audit=_bool(raw.get("audit", True), "audit"),
+        title=_str(raw.get("title", "gradconceal evaluation"), "title"),
+        format_version=FORMAT_VERSION,
+        base_dir=base_dir,
+    )
+    if spec.dtype == "float16" and spec.device == "cpu":
+        raise GradconcealError("dtype 'float16' needs a CUDA device (use 'bfloat16' or 'float32' on CPU)")
+    return spec
+
+
+# -- field parsers --------------------------------------------------------------------------------------
+def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise GradconcealError(f"unknown key '{key}' in {where}{suggest(key, allowed)}")
+
+
+def _int(value: Any, name: str, *, minimum: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GradconcealError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise GradconcealError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise GradconcealError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise GradconcealError(f"{name} must be true or false, got {value!r}")
+    return value
+
+
+def _str(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise GradconcealError(f"{name} must be a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    text = _str(value, name).lower()
+    if text not in choices:
+        raise GradconcealError(f"unknown {name} {value!r}{suggest(text, choices)}; choose one of {', '.join(choices)}")
+    return text
+
+
+def _device(value: Any) -> str:
+    text = _str(value, "device").lower()
+    if text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise GradconcealError(f"unknown device {value!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+def _list(value: Any, name: str) -> List[Any]:
+    if isinstance(value, (str, Mapping)):
+        return [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise GradconcealError(f"{name} must be a non-empty list, got {value!r}")
+    return list(value)
+
+
+def _unique_labels(labels: Sequence[str], what: str) -> None:
+    seen = set()
+    for label in labels:
+        if label in seen:
+            raise GradconcealError(f"two {what} share the label {label!r}; give each a distinct 'label'")
+        seen.add(label)
+
+
+def _resolve_path(text: str, base_dir: Path) -> str:
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def _parse_models(value: Any, base_dir: Path, extra_models: Sequence[str]) -> List[ModelEntry]:
+    entries = []
+    for i, item in enumerate(_list(value, "models")):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping):
+            raise GradconcealError(f"models[{i}] must be a name or a table, got {item!r}")
+        _check_keys(item, _MODEL_KEYS, f"models[{i}]")
+        name = _str(item.get("name"), f"models[{i}].name")
+        weights = item.get("weights")
+        if weights is not None:
+            weights = _resolve_path(_str(weights, f"models[{i}].weights"), base_dir)
+            if not Path(weights).is_file():
+                raise GradconcealError(f"models[{i}].weights: file not found: {weights}")
+        if name not in extra_models:
+            name = check_model_name(name, base_dir)
+        label = _str(item.get("label", default_model_label(name)), f"models[{i}].label")
+        entries.append(ModelEntry(name, label, weights, _bool(item.get("pretrained", True), f"models[{i}].pretrained")))
+    _unique_labels([m.label for m in entries], "models")
+    return entries
+
+
+def default_model_label(name: str) -> str:
+    """A model's label in tables: the zoo name, or a checkpoint's file stem."""
+    if name.endswith((".safetensors", ".pt", ".pth")) or "/" in name:
+        return Path(name).stem
+    return name
+
+
+def check_model_name(name: str, base_dir: Path) -> str:
+    """Check a model name without loading it; returns the name (checkpoint paths made absolute)."""
+    if name.endswith((".safetensors", ".pt", ".pth")) or name.startswith((".", "/", "~")):
+        path = _resolve_path(name, base_dir)
+        if not Path(path).is_file():
+            raise GradconcealError(f"model checkpoint not found: {path}")
+        return path
+    prefix, _, arch = name.partition(":")
+    if arch:
+        if prefix == "timm":
+            import timm
+
+            if not timm.is_model(arch):
+                raise GradconcealError(f"unknown timm model {arch!r}{suggest(arch, timm.list_models())}")
+            return name
+        if prefix == "torchvision":
+            import torchvision
+
+            known = torchvision.models.list_models()
+            if arch not in known:
+                raise GradconcealError(f"unknown torchvision model {arch!r}{suggest(arch, known)}")
+            return name
+        if prefix == "small":
+            from gradconceal.models.small import SMALL_ARCHITECTURES
+
+            if arch not in SMALL_ARCHITECTURES:
+                raise GradconcealError(f"unknown small architecture {arch!r}{suggest(arch, SMALL_ARCHITECTURES)}")
+            return name
+    from gradconceal.models.zoo import list_models
+
+    known = list(list_models())
+    if name not in known:
+        raise GradconcealError(
+            f"unknown model {name!r}{suggest(name, known)}; see 'gradconceal models' "
+            "(or use timm:NAME, torchvision:NAME, small:ARCH, or a checkpoint path)"
+        )
+    return name
+
+
+def _parse_defenses(value: Any) -> List[DefenseEntry]:
+    entries = []
+    for i, item in enumerate(_list(value, "defenses")):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping):
+            raise GradconcealError(f"defenses[{i}] must be a name or a table, got {item!r}")
+        _check_keys(item, _DEFENSE_KEYS, f"defenses[{i}]")
+        kind = _choice(item.get("name"), f"defenses[{i}].name", DEFENSE_KINDS)
+        w = _float(item.get("w", 1e20), f"defenses[{i}].w")
+        epsilon = _float(item.get("epsilon", 1e-8), f"defenses[{i}].epsilon")
+        if kind not in ("gcm", "challenge") and ("w" in item or "epsilon" in item):
+            raise GradconcealError(f"defenses[{i}]: w and epsilon belong to 'gcm' or 'challenge', not {kind!r}")
+        min_size = item.get("min_size")
+        if min_size is not None:
+            if kind not in ("resize-pad", "challenge"):
+                raise GradconcealError(f"defenses[{i}]: min_size belongs to 'resize-pad' or 'challenge', not {kind!r}")
+            min_size = _int(min_size, f"defenses[{i}].min_size", minimum=1)
+        default_label = DEFAULT_DEFENSE_LABELS[kind]
+        if kind in ("gcm", "challenge") and (w, epsilon) != (1e20, 1e-8):
+            default_label = f"{kind}(w={w:g},epsilon={epsilon:g})"
+        label = _str(item.get("label", default_label), f"defenses[{i}].label")
+        entries.append(DefenseEntry(kind, label, w, epsilon, min_size))
+    _unique_labels([d.label for d in entries], "defenses")
+    return entries
+
+
+def _parse_data(value: Any, base_dir: Path) -> DataEntry:
+    if isinstance(value, str):
+        value = {"source": value}
+    if not isinstance(value, Mapping):
+        raise GradconcealError(f"data must be a source string or a table, got {value!r}")
+    _check_keys(value, _DATA_KEYS, "data")
+    source = check_data_source(_str(value.get("source"), "data.source"), base_dir)
+    n = value.get("n")
+    if n is not None:
+        n = _int(n, "data.n", minimum=1)
+    split = _choice(value.get("split", "test"), "data.split", ("test", "train"))
+    return DataEntry(source, n, split)
+
+
+def check_data_source(source: str, base_dir: Path) -> str:
+    """Check a data source string without reading images; paths in it are made absolute."""
+    kind, _, rest = source.partition(":")
+    kinds = ("photos", "digits", "fashion-mnist", "imagenet")
+    if kind not in kinds:
+        raise GradconcealError(f"unknown data source {source!r}{suggest(kind, kinds)}; use one of {', '.join(kinds)}")
+    if kind in ("photos", "digits"):
+        if rest:
+            raise GradconcealError(f"data source {kind!r} takes no path, got {source!r}")
+        return kind
+    if kind == "fashion-mnist":
+        if not rest:
+            return kind
+        folder = _resolve_path(rest, base_dir)
+        if not Path(folder).is_dir():
+            raise GradconcealError(f"data source {source!r}: folder not found: {folder}")
+        return f"fashion-mnist:{folder}"
+    if not rest:
+        raise GradconcealError("data source 'imagenet' needs a folder: imagenet:PATH[:labels.txt]")
+    folder, labels = rest, ""
+    if not Path(_resolve_path(rest, base_dir)).exists() and ":" in rest:
+        folder, labels = rest.rsplit(":", 1)
+    folder = _resolve_path(folder, base_dir)
+    if not Path(folder).is_dir():
+        raise GradconcealError(f"data source {source!r}: folder not found: {folder}")
+    if labels:
+        labels = _resolve_path(labels, base_dir)
+        if not Path(labels).is_file():
+            raise GradconcealError(f"data source {source!r}: labels file not found: {labels}")
+        return f"imagenet:{folder}:{labels}"
+    return f"imagenet:{folder}"
+
+
+def _parse_attacks(value: Any) -> List[AttackEntry]:
+    entries = []
+    for i, item in enumerate(_list(value, "attacks")):
+        where = f"attacks[{i}]"
+        if isinstance(item, str):
+            item = {"preset": item}
+        if not isinstance(item, Mapping):
+            raise GradconcealError(f"{where} must be a preset name or a table, got {item!r}")
+        keep = _bool(item.get("keep", False), f"{where}.keep")
+        reason = _str(item["reason"], f"{where}.reason") if item.get("reason") is not None else None
+        if "preset" in item:
+            _check_keys(item, _PRESET_ENTRY_KEYS, where)
+            preset = _choice(item["preset"], f"{where}.preset", PRESETS)
+            overrides = item.get("overrides", {})
+            if not isinstance(overrides, Mapping) or not all(isinstance(v, Mapping) for v in overrides.values()):
+                raise GradconcealError(f"{where}.overrides must map attack labels to tables of settings, got {overrides!r}")
+            entries.append(AttackEntry(preset=preset, overrides=copy.deepcopy(dict(overrides)), keep=keep, reason=reason))
+            continue
+        if "attack" not in item:
+            raise GradconcealError(f"{where} needs 'preset' (one of {', '.join(PRESETS)}) or 'attack' (an attack name)")
+        attack = _str(item["attack"], f"{where}.attack").lower()
+        view = _choice(item.get("view", "plain"), f"{where}.view", VIEWS)
+        settings = {k: v for k, v in item.items() if k not in _ATTACK_ENTRY_KEYS}
+        label = _str(item.get("label", _default_attack_label(attack, settings, view)), f"{where}.label")
+        if label == CLEAN_LABEL:
+            raise GradconcealError(f"{where}.label {CLEAN_LABEL!r} is reserved for the clean pass")
+        entries.append(AttackEntry(label=label, attack=attack, view=view, settings=settings, keep=keep, reason=reason))
+    return entries
+
+
+def _default_attack_label(attack: str, settings: Mapping[str, Any], view: str) -> str:
+    norm = settings.get("norm")
+    label = attack.upper() + (f"-{str(norm).capitalize()}" if norm else "")
+    return label if view == "plain" else f"{view.upper()}-{label}"
+
+
+def _parse_sweep(value: Any) -> SweepEntry:
+    if not isinstance(value, Mapping):
+        raise GradconcealError(f"sweep must be a table, got {value!r}")
+    _check_keys(value, _SWEEP_KEYS, "sweep")
+    eps = {}
+    for norm in ("linf", "l2", "l1"):
+        if norm in value:
+            values = _list(value[norm], f"sweep.{norm}")
+            eps[norm] = tuple(values)
+    if not eps:
+        raise GradconcealError("sweep needs eps lists for at least one norm, e.g. linf = ['2/255', '4/255', '8/255']")
+    views = tuple(_choice(v, "sweep.views", VIEWS) for v in _list(value.get("views", ["plain", "bpda"]), "sweep.views"))
+    settings = value.get("settings", {})
+    if not isinstance(settings, Mapping):
+        raise GradconcealError(f"sweep.settings must be a table, got {settings!r}")
+    for key in ("norm", "eps"):
+        if key in settings:
+            raise GradconcealError(f"sweep.settings must not set {key!r}: the sweep sets it")
+    return SweepEntry(_str(value.get("attack", "pgd"), "sweep.attack").lower(), views, eps, dict(settings))
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples to lists, recursively, so that a spec and its JSON round-trip compare equal."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

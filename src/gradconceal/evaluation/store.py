@@ -1,0 +1,224 @@
+"""Per-sample records on disk: append-only JSON lines that survive a crash, and the lock of an output folder.
+
+Each ``append`` writes whole lines (one JSON object each) with a single ``os.write`` loop, then fsyncs, so
+a finished batch is on disk before the next one starts. A kill can at worst leave the last line cut short;
+``load`` drops such a torn line with a warning and ``RecordStore`` cuts it off before appending again.
+
+A run writes ``records.jsonl``; under torchrun, rank r > 0 writes ``records.rank<r>.jsonl`` and rank 0
+merges those into ``records.jsonl`` at the end. Reading gathers every file, so a run resumes after a crash
+in any phase, with any number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+from gradconceal.errors import GradconcealError
+
+try:  # POSIX advisory locks; elsewhere two runs on one folder are not detected
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.jsonl"
+LOCK_FILE = ".gradconceal.lock"
+
+Key = Tuple[str, str, str, int]  # (model, defense, attack, index)
+
+
+def record_key(record: Mapping[str, Any]) -> Key:
+    """The identity of a record: which model, defence, attack and sample it describes."""
+    return (str(record["model"]), str(record["defense"]), str(record["attack"]), int(record["index"]))
+
+
+def part_file(rank: int) -> str:
+    """The records file of one process: rank 0 (or a single process) writes the main file."""
+    return RECORDS_FILE if rank == 0 else f"records.rank{rank}.jsonl"
+
+
+def _repair_tail(path: Path) -> int:
+    """Cut a torn last line (no final newline) off ``path``; returns the number of bytes removed."""
+    if not path.exists():
+        return 0
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline; a torn line is at most one record long.
+        block = 1 << 16
+        end = size
+        cut = 0
+        while end > 0:
+            start = max(0, end - block)
+            handle.seek(start)
+            chunk = handle.read(end - start)
+            pos = chunk.rfind(b"\n")
+            if pos >= 0:
+                cut = start + pos + 1
+                break
+            end = start
+        handle.truncate(cut)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return size - cut
+
+
+def read_records(path: Path) -> Iterator[Dict[str, Any]]:
+    """Yield the intact records of one file; a torn or unreadable line is skipped with a warning."""
+    try:
+        handle = open(path, "rb")
+    except OSError as error:
+        raise GradconcealError(f"cannot read records file {path}: {error}") from None
+    with handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.endswith(b"\n"):
+                log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", path, len(raw))
+                continue
+            try:
+                record = json.loads(raw)
+                record_key(record)
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: line %d is not a record and was dropped", path, number)
+                continue
+            yield record
+
+
+class RecordStore:
+    """The records of one output folder: ``load`` what is done, ``append`` new records durably."""
+
+    def __init__(self, out_dir: Path, *, rank: int = 0) -> None:
+        self.out_dir = Path(out_dir)
+        self.rank = int(rank)
+        self.path = self.out_dir / part_file(self.rank)
+        self._fd: Optional[int] = None
+
+    def files(self) -> List[Path]:
+        """Every records file in the folder (the main file first, then the processes' parts)."""
+        parts = sorted(self.out_dir.glob("records.rank*.jsonl"))
+        main = self.out_dir / RECORDS_FILE
+        return ([main] if main.exists() else []) + parts
+
+    def load(self) -> Dict[Key, Dict[str, Any]]:
+        """All intact records of the folder by key (first occurrence wins; duplicates are identical)."""
+        records: Dict[Key, Dict[str, Any]] = {}
+        for path in self.files():
+            for record in read_records(path):
+                records.setdefault(record_key(record), record)
+        return records
+
+    def open(self) -> "RecordStore":
+        """Open this process's file for appending, after cutting off a torn last line."""
+        if self._fd is not None:
+            return self
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            removed = _repair_tail(self.path)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise GradconcealError(f"cannot open records file {self.path} for writing: {error}") from None
+        if removed:
+            log.warning("%s: cut a torn last line (%d bytes) left by an interrupted run", self.path, removed)
+        return self
+
+    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Write ``records`` as whole JSON lines and fsync them before returning."""
+        data = b"".join(json.dumps(r, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n" for r in records)
+        if not data:
+            return
+        self.open()
+        assert self._fd is not None
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+            os.fsync(self._fd)
+        except OSError as error:
+            raise GradconcealError(
+                f"cannot write records to {self.path}: {error}; finished records are kept, rerun to resume"
+            ) from None
+
+    def close(self) -> None:
+        """Close the file (records are already on disk)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def merge_parts(self) -> int:
+        """Rank 0: append the records of the other processes' files to the main file, then delete them."""
+        parts = sorted(self.out_dir.glob("records.rank*.jsonl"))
+        if not parts:
+            return 0
+        known = set()
+        main = self.out_dir / RECORDS_FILE
+        if main.exists():
+            known = {record_key(r) for r in read_records(main)}
+        merged = 0
+        for part in parts:
+            fresh = [r for r in read_records(part) if record_key(r) not in known]
+            self.append(fresh)
+            known.update(record_key(r) for r in fresh)
+            merged += len(fresh)
+        for part in parts:  # only after every record is safely in the main file
+            part.unlink()
+        return merged
+
+    def __enter__(self) -> "RecordStore":
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FolderLock:
+    """An exclusive lock on an output folder, so that a second run on it refuses instead of interleaving."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = Path(out_dir) / LOCK_FILE
+        self._handle: Optional[Any] = None
+
+    def acquire(self) -> "FolderLock":
+        """Take the lock or raise a clear error naming the folder."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise GradconcealError(f"output folder {self.path.parent} is not writable: {error}") from None
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise GradconcealError(
+                    f"output folder {self.path.parent} is in use by another gradconceal run; "
+                    "wait for it or choose another --out"
+                ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        """Release the lock (the file stays; it holds no state)."""
+        if self._handle is not None:
+            if fcntl is not None:
+                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

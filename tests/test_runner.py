@@ -1,0 +1,236 @@
+"""The runner: durable records, resume after a kill, batch independence, metrics that mean what they say."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from gradconceal.errors import GradconcealError
+from gradconceal.evaluation.metrics import Rate, row_metrics, wilson_interval, worst_case
+from gradconceal.evaluation.spec import AttackPlan, load_spec
+from gradconceal.evaluation.store import FolderLock, RecordStore, read_records, record_key
+
+# A small spec on the shipped Fashion-MNIST CNN: every kind of randomness the runner must seed per image
+# (PGD's random start, Square's proposals, resize-and-pad draws in the challenge defence), few steps.
+SMALL_SPEC = {
+    "models": ["fmnist-cnn"],
+    "defenses": ["none", "gcm", "challenge"],
+    "data": {"source": "fashion-mnist", "n": 12},
+    "attacks": [
+        {"label": "FGSM", "attack": "fgsm", "norm": "linf", "eps": "8/255"},
+        {"label": "PGD", "attack": "pgd", "norm": "linf", "eps": "8/255", "steps": 4, "alpha": "2/255"},
+        {"label": "BPDA-PGD", "attack": "pgd", "view": "bpda", "norm": "linf", "eps": "8/255", "steps": 4,
+         "alpha": "2/255"},
+        {"label": "Square", "attack": "square", "norm": "linf", "eps": "8/255", "n_queries": 40},
+    ],
+    "batch_size": 5,
+    "device": "cpu",
+    "seed": 1,
+    "audit": False,
+    "gallery": 0,
+}
+
+
+def numbers(results) -> dict:
+    """Every count of a Results object (what 'the same numbers' means)."""
+    from gradconceal.evaluation.results import numbers as counts
+
+    return counts(results.to_dict()["rows"])
+
+
+def outcomes(out_dir: Path) -> dict:
+    """Per-record success decisions and predictions (norms may differ in the last digits across batchings)."""
+    store = RecordStore(out_dir)
+    return {k: (r.get("correct"), r.get("pred"), r.get("adv_pred"), r.get("status")) for k, r in store.load().items()}
+
+
+# -- the store ------------------------------------------------------------------------------------------
+def _record(i: int, **extra) -> dict:
+    return {"model": "m", "defense": "d", "attack": "a", "index": i, "correct": True, **extra}
+
+
+def test_store_appends_whole_lines_and_drops_a_torn_tail(tmp_path: Path, caplog) -> None:
+    with RecordStore(tmp_path) as store:
+        store.append([_record(0), _record(1)])
+    path = tmp_path / "records.jsonl"
+    with open(path, "ab") as handle:  # what a kill in the middle of a write leaves
+        handle.write(b'{"model": "m", "defense": "d", "attack": "a", "ind')
+    loaded = RecordStore(tmp_path).load()
+    assert sorted(k[3] for k in loaded) == [0, 1]
+    assert "torn" in caplog.text
+    with RecordStore(tmp_path) as store:  # reopening cuts the torn line off before appending
+        store.append([_record(2)])
+    lines = path.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])
+    assert [r["index"] for r in read_records(path)] == [0, 1, 2]
+
+
+def test_store_merges_process_files_without_duplicates(tmp_path: Path) -> None:
+    with RecordStore(tmp_path) as main:
+        main.append([_record(0)])
+    with RecordStore(tmp_path, rank=1) as part:
+        part.append([_record(1), _record(0)])
+    store = RecordStore(tmp_path)
+    assert sorted(k[3] for k in store.load()) == [0, 1]
+    assert store.merge_parts() == 1
+    store.close()
+    assert not list(tmp_path.glob("records.rank*.jsonl"))
+    assert sorted(r["index"] for r in read_records(tmp_path / "records.jsonl")) == [0, 1]
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
+    with FolderLock(tmp_path):
+        code = "import sys; from gradconceal.evaluation.store import FolderLock; FolderLock(sys.argv[1]).acquire()"
+        other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+        assert other.returncode != 0 and "in use by another gradconceal run" in other.stderr
+    FolderLock(tmp_path).acquire().release()  # free again once released
+
+
+# -- metrics --------------------------------------------------------------------------------------------
+def test_wilson_interval_matches_its_closed_form() -> None:
+    z = 1.959963984540054
+    low, high = wilson_interval(0, 7)
+    assert low == 0.0 and math.isclose(high, z * z / (7 + z * z))
+    low, high = wilson_interval(7, 7)
+    assert high == 1.0 and math.isclose(low, 7 / (7 + z * z))
+    low, high = wilson_interval(5, 10)
+    assert math.isclose((low + high) / 2, 0.5) and 0.2 < low < 0.25
+    assert Rate(1, 7).cell().startswith("14.3 [")
+
+
+def _clean(i: int, correct: bool) -> dict:
+    return {"model": "m", "defense": "d", "attack": "clean", "index": i, "correct": correct, "pred": 0}
+
+
+def _attacked(i: int, clean_correct: bool, correct: bool, norm: float = 0.1) -> dict:
+    return {"model": "m", "defense": "d", "attack": "A", "index": i, "clean_correct": clean_correct,
+            "status": "attacked" if clean_correct else "clean-incorrect", "correct": correct, "fooled": not correct,
+            "norm": norm if clean_correct else None, "grad_evals": 10, "forward_evals": 2,
+            "correct_8bit": correct if clean_correct else None}
+
+
+def test_ar_counts_only_clean_correct_images_and_can_exceed_clean_accuracy() -> None:
+    clean = [_clean(i, i < 4) for i in range(10)]  # 40 % clean accuracy
+    attacked = [_attacked(i, i < 4, i < 3) for i in range(10)]  # 3 of the 4 survive
+    plan = AttackPlan(label="A", attack="pgd", settings={}, group="white-box")
+    row = row_metrics("m", "d", {"clean": clean, "A": attacked}, [plan], {"A": True})
+    metrics = row.attacks["A"]
+    assert (row.clean.k, row.clean.n) == (4, 10)
+    assert (metrics.ar.k, metrics.ar.n) == (3, 4) and metrics.ar.value == 0.75 > row.clean.value
+    assert (metrics.robust.k, metrics.robust.n) == (3, 10)
+    assert metrics.mean_norm == pytest.approx(0.1) and metrics.attacked == 4
+
+
+def test_worst_case_is_per_sample_not_the_minimum_of_columns() -> None:
+    clean = [_clean(i, True) for i in range(4)]
+    first = [{"index": i, "correct": i != 0} for i in range(4)]  # breaks image 0
+    second = [{"index": i, "correct": i != 1} for i in range(4)]  # breaks image 1
+    ar, robust = worst_case(clean, [first, second])
+    assert (ar.k, ar.n, robust.k, robust.n) == (2, 4, 2, 4)  # each column alone says 3 of 4
+
+
+# -- the runner -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of SMALL_SPEC (the numbers every other way of running must reproduce)."""
+    from gradconceal.evaluation.api import evaluate
+
+    out = tmp_path_factory.mktemp("reference")
+    return evaluate(SMALL_SPEC, out, quiet=True, plots=False), out
+
+
+def test_records_cover_every_model_defence_attack_and_image(reference) -> None:
+    results, out = reference
+    records = RecordStore(out).load()
+    rows, attacks = 3, 1 + len(SMALL_SPEC["attacks"])
+    assert len(records) == rows * attacks * 12
+    attacked = [r for r in records.values() if r.get("status") == "attacked"]
+    assert attacked and all(r["adv_pred_8bit"] is not None and r["grad_evals"] + r["forward_evals"] > 0 for r in attacked)
+    assert results.row("fmnist-cnn", "vanilla").attacks["PGD"].ar.value < 0.5  # the shipped CNN is not robust
+
+
+def test_results_do_not_depend_on_batch_size(reference, tmp_path: Path) -> None:
+    from gradconceal.evaluation.api import evaluate
+
+    results, out = reference
+    other = evaluate({**SMALL_SPEC, "batch_size": 12}, tmp_path, quiet=True, plots=False)
+    assert numbers(other) == numbers(results)
+    assert outcomes(tmp_path) == outcomes(out)
+
+
+def test_rerun_into_the_same_folder_computes_nothing(reference) -> None:
+    from gradconceal.evaluation.api import evaluate
+
+    results, out = reference
+    again = evaluate(SMALL_SPEC, out, quiet=True, plots=False)
+    assert again.info["computed_records"] == 0 and numbers(again) == numbers(results)
+
+
+def test_resume_refuses_records_of_another_configuration(reference) -> None:
+    from gradconceal.evaluation.api import evaluate
+
+    _, out = reference
+    changed = json.loads(json.dumps(SMALL_SPEC))
+    changed["attacks"][1]["steps"] = 5
+    with pytest.raises(GradconcealError, match="another configuration for fmnist-cnn/vanilla/PGD"):
+        evaluate(changed, out, quiet=True, plots=False)
+
+
+def test_spec_errors_come_before_any_model_loads(monkeypatch, tmp_path: Path) -> None:
+    import gradconceal.models.zoo as zoo
+    from gradconceal.evaluation.api import evaluate
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the spec was validated")
+
+    monkeypatch.setattr(zoo, "load_model", refuse)
+    bad = {**SMALL_SPEC, "attacks": [{"attack": "pgd", "norm": "l2", "eps": 1000.0}]}
+    with pytest.raises(GradconcealError, match="exceeds the largest possible distance"):
+        evaluate(bad, tmp_path, quiet=True)
+    with pytest.raises(GradconcealError, match="data.n is 100000"):
+        evaluate({**SMALL_SPEC, "data": {"source": "fashion-mnist", "n": 100000}}, tmp_path, quiet=True)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from gradconceal.evaluation.api import evaluate
+    evaluate(json.loads(sys.argv[1]), sys.argv[2], quiet=True, plots=False)
+    """
+)
+
+
+@pytest.mark.slow
+def test_resume_after_a_kill_gives_the_uninterrupted_numbers(reference, tmp_path: Path) -> None:
+    from gradconceal.evaluation.api import evaluate
+
+    results, _ = reference
+    spec = {**SMALL_SPEC, "batch_size": 2}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    path = tmp_path / "records.jsonl"
+    for kill_after in (10, 60):  # once in the clean pass / first attacks, once later, then resume
+        process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, json.dumps(spec), str(tmp_path)], env=env)
+        deadline = time.monotonic() + 120
+        before = len(RecordStore(tmp_path).load())
+        while time.monotonic() < deadline and process.poll() is None:
+            if path.exists() and path.read_bytes().count(b"\n") >= before + kill_after:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    interrupted = len(RecordStore(tmp_path).load())
+    assert 0 < interrupted < 3 * 5 * 12, "the kill should land mid-run"
+    resumed = evaluate(spec, tmp_path, quiet=True, plots=False)
+    assert resumed.info["computed_records"] == 3 * 5 * 12 - interrupted
+    assert numbers(resumed) == numbers(results)
+    keys = [record_key(r) for r in read_records(path)]
+    assert len(keys) == len(set(keys)), "a resumed run must not duplicate records"
