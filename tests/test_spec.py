@@ -128,7 +128,7 @@ def test_unreadable_spec_files_are_named(tmp_path: Path) -> None:
     [
         ({"attack": "pgd", "norm": "linf", "eps": -0.5}, r"attacks\[0\].*eps must be > 0"),
         ({"attack": "pgd", "norm": "l2", "eps": 100.0}, r"exceeds the largest possible distance"),
-        ({"attack": "pgd", "norm": "linf", "eps": "8/255", "step": 3}, r"unknown setting 'step' .*did you mean 'steps'"),
+        ({"attack": "pgd", "norm": "linf", "eps": "8/255", "step": 3}, r"attacks\[0\].*no setting 'step' \(did you mean 'steps'\?\)"),
         ({"attack": "pdg"}, r"attacks\[0\].*pdg"),
         ({"attack": "pgd", "norm": "l3"}, r"norm must be one of"),
         ({"attack": "pgd", "eot_samples": 4}, r"eot_samples needs view 'eot'"),

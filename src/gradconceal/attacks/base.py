@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar, List, Optional, Sequence, Tuple
 
 import torch
@@ -188,6 +188,12 @@ class RunState:
         return (rows[kept], *(t[kept] for t in tensors))
 
 
+def _has_training_layers(model: nn.Module) -> bool:
+    """True when a layer whose output depends on the mode (batch norm, dropout) is in training mode."""
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+    return any(m.training for m in model.modules() if isinstance(m, kinds))
+
+
 class Attack(abc.ABC):
     """An attack on a pixel-space classifier under one threat model; call it, or ``perturb`` for details."""
 
@@ -258,9 +264,9 @@ class Attack(abc.ABC):
         num_classes = getattr(self.model, "num_classes", None)
         if isinstance(num_classes, int) and num_classes > 0:
             checks.check_label_range(labels, num_classes)
-        if self.model.training and not self._warned_training:
-            logger.warning("%s: the model is in training mode (batch norm and dropout act per batch); "
-                           "call model.eval() first; the attack leaves the mode as it is", type(self).__name__)
+        if not self._warned_training and _has_training_layers(self.model):
+            logger.warning("%s: batch-norm or dropout layers of the model are in training mode (they act per "
+                           "batch); call model.eval() first; the attack leaves the mode as it is", type(self).__name__)
             self._warned_training = True
 
         with torch.no_grad():

@@ -16,17 +16,13 @@ import torch
 from torch import Tensor
 
 from gradconceal.audit.probes import StagedPass, cosine, median, norms
-from gradconceal.audit.result import CONFIRMS, FLAG, PASS, CheckResult, skipped
+from gradconceal.audit.result import CONFIRMS, FLAG, MIN_EXTRA_IMAGES, MIN_EXTRA_SHARE, PASS, CheckResult, significant, skipped
 from gradconceal.audit.table import fmt
 from gradconceal.audit.target import Stage
 from gradconceal.audit.gradients import STABILITY_MIN_COSINE
 
 # A stage that multiplies the gradient's size by more than this is exploding it (GCM: ~1e12).
 AMPLIFICATION = 1e3
-# An adaptive attack "beats" the plain one when it fools at least this many more images ...
-MIN_EXTRA_IMAGES = 2
-# ... and at least this share of the images it could fool (the clean-correct ones).
-MIN_EXTRA_SHARE = 0.1
 
 
 @dataclass
@@ -184,7 +180,7 @@ def check_bpda_probe(
     summary = f"fooled {int(plain_fooled.sum())}/{n_correct} plain vs {int(bpda_fooled.sum())}/{n_correct} BPDA (eps {fmt(eps)})"
     if n_correct == 0:
         return skipped("bpda_probe", title, "no image is classified correctly", threshold, CONFIRMS)
-    if extra >= max(MIN_EXTRA_IMAGES, math.ceil(MIN_EXTRA_SHARE * n_correct)):
+    if significant(extra, n_correct):
         return CheckResult("bpda_probe", title, FLAG, measured, summary, threshold,
                            "one BPDA step beats the plain gradient: the robustness is masking", severity=CONFIRMS)
     return CheckResult("bpda_probe", title, PASS, measured, summary, threshold,

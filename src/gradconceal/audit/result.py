@@ -18,6 +18,11 @@ VERDICTS = (NO_MASKING, SUSPECTED, CONFIRMED)
 PASS, FLAG, SKIP, INFO = "pass", "flag", "skip", "info"
 STATUSES = (PASS, FLAG, SKIP, INFO)
 
+# One attack "beats" another when it wins on at least this many images and this share of those at stake:
+# one image can flip by chance (a random draw, a borderline margin); two and a tenth rarely do.
+MIN_EXTRA_IMAGES = 2
+MIN_EXTRA_SHARE = 0.1
+
 # What a flag of a check says: an attack that should not win did win (confirms), or a warning sign (suspects).
 CONFIRMS, SUSPECTS = "confirms", "suspects"
 
@@ -59,6 +64,11 @@ class CheckResult:
             "meaning": self.meaning,
             "seconds": round(self.seconds, 3),
         }
+
+
+def significant(extra: int, base: int) -> bool:
+    """Whether ``extra`` images out of ``base`` at stake are more than chance: >= max(2, 10% of base)."""
+    return base > 0 and extra >= max(MIN_EXTRA_IMAGES, math.ceil(MIN_EXTRA_SHARE * base))
 
 
 def skipped(name: str, title: str, reason: str, threshold: str = "-", severity: str = SUSPECTS) -> CheckResult:

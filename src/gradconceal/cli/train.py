@@ -27,7 +27,7 @@ EPILOG = """examples:
   gradconceal train small:resnet --preset pgd --pgd-steps 7 --train-limit 20000 --out runs/resnet-pgd
       PGD adversarial training at Linf 0.1 (the honest robust baseline) on 20k training images
   gradconceal train small:cnn --out runs/cnn --resume
-      continue a run after a kill, from the last finished epoch
+      continue a run after a kill, from the last finished epoch (same settings; --threads may differ)
   gradconceal train timm:resnet18 --data imagenet:/data/val --batch-size 64 --out runs/r18
       any zoo model on an ImageNet-layout folder
 
@@ -75,6 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this call (resume later)")
     parser.add_argument("--export", default=None, help="also write the final model to this .safetensors path")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for torch (1 is fastest on cores other jobs share)"
+    )
     settings = parser.add_argument_group("training settings (default: the preset's)")
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
@@ -115,6 +118,12 @@ def run(args: argparse.Namespace) -> int:
     out: Optional[str] = args.out or f"runs/{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.model)}-{args.preset}"
     if args.stop_after is not None and args.stop_after < 1:
         raise GradconcealError(f"--stop-after must be >= 1, got {args.stop_after}")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise GradconcealError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = train(
         args.model,
         preset=args.preset,

@@ -130,8 +130,11 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
     if any(p.view == "transfer" or p.attack == "transfer" for p in runner.plans):
         notes.append("Transfer attacks are crafted on the undefended model (the defended model's base) and scored on "
                      "the defended model.")
-    if any("eot" in p.view for p in runner.plans) and any(not d.random for d in spec.defenses):
-        notes.append("EOT attacks average over a defence's randomness; they are n/a for defences without randomness.")
+    if any(p.view != "plain" and p.view != "transfer" for p in runner.plans):
+        notes.append("BPDA attacks differentiate through each concealment layer as the identity (its forward is "
+                     "unchanged); EOT attacks average the loss gradient over draws of the random layers. A view with "
+                     "nothing to act on (BPDA without GCM, EOT without randomness) is n/a: it would repeat the plain "
+                     "attack.")
     if spec.cascade:
         notes.append("Cascade: each attack ran only on the images still robust after the attacks before it, so each "
                      "attack's column is cumulative (AutoAttack style); only the worst case is comparable across specs.")
@@ -141,6 +144,7 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runtime_s": time.perf_counter() - started,
         "attack_seconds": runner.stats["attack_seconds"],
+        "attack_seconds_by_job": {k: round(v, 3) for k, v in runner.stats["seconds_by_attack"].items()},
         "computed_records": done,
         "n_images": runner.n_images,
         "image_size": list(runner.image_size),

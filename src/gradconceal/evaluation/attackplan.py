@@ -30,22 +30,23 @@ class _ShapeProbe(nn.Module):
         raise RuntimeError("the shape probe is not a model")
 
 
-def group_of(attack: str, view: str) -> str:
-    """'white-box' for gradient attacks through plain autograd (the paper's protocol), else 'adaptive'."""
+def group_of(attack: str, view: str, origin: str = "explicit") -> str:
+    """The table block of an attack: 'white-box' (the paper's protocol) or 'adaptive'.
+
+    Preset attacks keep their preset's role (the adaptive preset's APGD-DLR is a stronger plain-gradient
+    attack, listed with the adaptive ones as in the preset); explicit attacks are 'white-box' when they
+    differentiate the defended model through plain autograd, else 'adaptive'.
+    """
+    if origin == "paper":
+        return "white-box"
+    if origin in ("adaptive", "autoattack-like"):
+        return "adaptive"
     return "white-box" if view == "plain" and attack not in _GRADIENT_FREE + ("transfer",) else "adaptive"
 
 
-def _norm_eps(settings: Mapping[str, Any]) -> Tuple[Any, Any]:
-    from gradconceal.attacks import ThreatModel
-
-    if "norm" not in settings and "eps" not in settings:
-        return None, None
-    threat = ThreatModel(settings.get("norm", "linf"), settings.get("eps", 8 / 255))
-    return threat.norm, threat.eps
-
-
-def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_size: Sequence[int], where: str) -> None:
-    """Build the attack on a stand-in model: unknown names, unknown settings and bad values fail here."""
+def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_size: Sequence[int],
+                    where: str) -> Tuple[str, float]:
+    """Build the attack on a stand-in model (unknown names, settings, bad values fail here); returns (norm, eps)."""
     from gradconceal.attacks import create_attack
 
     if "eot_samples" in settings and "eot" not in view:
@@ -55,11 +56,12 @@ def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_s
     try:
         if attack == "transfer" or view == "transfer":
             extra = {} if attack == "transfer" else {"attack": attack}
-            create_attack("transfer", probe, surrogate=probe, **extra, **attack_settings)
+            built = create_attack("transfer", probe, surrogate=probe, **extra, **attack_settings)
         else:
-            create_attack(attack, probe, **attack_settings)
+            built = create_attack(attack, probe, **attack_settings)
     except GradconcealError as error:
         raise GradconcealError(f"{where}: {error}") from None
+    return built.threat.norm, float(built.threat.eps)
 
 
 def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
@@ -78,17 +80,16 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
                     raise GradconcealError(f"{where}.overrides: preset {entry.preset!r} has no attack {label!r}"
                                            f"{suggest(label, labels)}; its attacks: {', '.join(labels)}")
             for s in specs:
-                settings = {**dict(s.settings), **dict(entry.overrides.get(s.label, {}))}
+                view_settings = {"eot_samples": s.eot_samples} if "eot" in s.view else {}
+                settings = {**dict(s.settings), **view_settings, **dict(entry.overrides.get(s.label, {}))}
                 changed = s.label in entry.overrides
-                validate_attack(s.attack, settings, s.view, image_size, f"{where} ({entry.preset}: {s.label})")
-                norm, eps = _norm_eps(settings)
+                norm, eps = validate_attack(s.attack, settings, s.view, image_size, f"{where} ({entry.preset}: {s.label})")
                 plans.append(AttackPlan(label=s.label, attack=s.attack, settings=settings, view=s.view,
-                                        group=group_of(s.attack, s.view), origin=entry.preset, keep=keep,
+                                        group=group_of(s.attack, s.view, entry.preset), origin=entry.preset, keep=keep,
                                         reason=entry.reason if changed else None, norm=norm, eps=eps))
             continue
         assert entry.attack is not None and entry.label is not None
-        validate_attack(entry.attack, entry.settings, entry.view, image_size, f"{where} ({entry.label})")
-        norm, eps = _norm_eps(entry.settings)
+        norm, eps = validate_attack(entry.attack, entry.settings, entry.view, image_size, f"{where} ({entry.label})")
         plans.append(AttackPlan(label=entry.label, attack=entry.attack, settings=dict(entry.settings), view=entry.view,
                                 group=group_of(entry.attack, entry.view), origin="explicit", keep=keep,
                                 reason=entry.reason, norm=norm, eps=eps))
@@ -99,8 +100,7 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
                 for value in values:
                     settings = {**dict(sweep.settings), "norm": norm, "eps": value}
                     label = f"sweep {sweep.attack.upper()}-{norm.capitalize()} {view} eps={value}"
-                    validate_attack(sweep.attack, settings, view, image_size, f"sweep ({label})")
-                    _, eps = _norm_eps(settings)
+                    _, eps = validate_attack(sweep.attack, settings, view, image_size, f"sweep ({label})")
                     plans.append(AttackPlan(label=label, attack=sweep.attack, settings=settings, view=view,
                                             group="sweep", origin="sweep", keep=spec.keep_adversarial, norm=norm, eps=eps))
     seen: Dict[str, int] = {}
@@ -114,8 +114,25 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
 
 
 def applicable(plan: AttackPlan, defense: DefenseEntry) -> bool:
-    """Whether an attack applies to a defence: EOT views need a defence that draws randomness."""
-    return "eot" not in plan.view or defense.random
+    """Whether a view has something to act on: BPDA needs a concealment layer, EOT a random one.
+
+    Elsewhere the adaptive view is the plain model, so the attack would repeat its plain counterpart.
+    """
+    concealed = defense.kind in ("gcm", "challenge")
+    if "bpda" in plan.view and not concealed:
+        return False
+    if "eot" in plan.view and not defense.random:
+        return False
+    return True
+
+
+def _undefended(defended: nn.Module) -> nn.Module:
+    """The model without its input defences (the transfer surrogate), in eval mode like the defended one."""
+    base = defended.base
+    normalize = getattr(defended, "normalize", None)
+    if normalize is None or isinstance(normalize, nn.Identity):
+        return base
+    return nn.Sequential(normalize, base).eval()
 
 
 def build_attack(plan: AttackPlan, defended: nn.Module) -> Any:
@@ -127,12 +144,12 @@ def build_attack(plan: AttackPlan, defended: nn.Module) -> Any:
     from gradconceal.attacks import adaptive_view, create_attack
 
     settings = {k: v for k, v in plan.settings.items() if k not in _VIEW_SETTINGS}
-    if plan.attack == "transfer":
-        return create_attack("transfer", defended, **settings)
-    if plan.view == "transfer":
-        return create_attack("transfer", defended, attack=plan.attack, **settings)
+    if plan.attack == "transfer" or plan.view == "transfer":
+        extra = {} if plan.attack == "transfer" else {"attack": plan.attack}
+        return create_attack("transfer", defended, surrogate=_undefended(defended), **extra, **settings)
     bpda = "bpda" in plan.view and getattr(defended, "concealment", None) is not None
     eot_samples = int(plan.settings.get("eot_samples", 1)) if "eot" in plan.view else 1
     if not bpda and eot_samples == 1:
         return create_attack(plan.attack, defended, **settings)
-    return create_attack(plan.attack, adaptive_view(defended, bpda=bpda, eot_samples=eot_samples), **settings)
+    view = adaptive_view(defended, bpda=bpda, eot_samples=eot_samples).train(defended.training)
+    return create_attack(plan.attack, view, **settings)

@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from gradconceal.evaluation.metrics import AttackMetrics, Rate
 from gradconceal.evaluation.results import Results
@@ -44,49 +45,85 @@ def _errors(rates: Sequence[Optional[Rate]]) -> Tuple[np.ndarray, np.ndarray]:
     return np.array(values), np.array(spans)
 
 
+def bpda_counterparts(results: Results) -> Dict[str, str]:
+    """For each paper-protocol attack, the adaptive attack that is the same attack through BPDA (if any)."""
+    out: Dict[str, str] = {}
+    adaptive = [p for p in results.plans if p.group == "adaptive" and p.view == "bpda"]
+    for plan in (p for p in results.plans if p.group == "white-box"):
+        for other in adaptive:
+            if other.attack == plan.attack and other.norm == plan.norm and other.eps == plan.eps \
+                    and other.label not in out.values():
+                out[plan.label] = other.label
+                break
+    return out
+
+
 def plot_ar_bars(results: Results, path: Path) -> Path:
-    """AR per attack, one bar per defence, grouped by attack; the paper's attacks left, adaptive right."""
+    """AR per attack: per paper attack, vanilla vs GCM vs GCM under the same attack through BPDA; then the rest.
+
+    Bars are coloured by defence; hatched bars are the defended model under the BPDA version of the attack
+    named below them. Error bars are 95 % Wilson intervals.
+    """
+    counterparts = bpda_counterparts(results)
     white = [p.label for p in results.plans if p.group == "white-box"]
-    adaptive = [p.label for p in results.plans if p.group == "adaptive"]
-    columns = white + (["worst, paper"] if white else []) + adaptive + ["worst, all"]
+    rest = [p.label for p in results.plans if p.group == "adaptive" and p.label not in counterparts.values()]
     models = list(dict.fromkeys(r.model for r in results.rows))
-    figure = Figure(figsize=(max(7.0, 1.0 + 0.9 * len(columns)), 3.6 * len(models)))
+    defenses = list(dict.fromkeys(r.defense for r in results.rows))
+    colour = {d: _COLOURS[i % len(_COLOURS)] for i, d in enumerate(defenses)}
+    figure = Figure(figsize=(max(7.0, 1.2 + 1.1 * (len(white) + len(rest) + 2)), 3.8 * len(models)), layout="constrained")
     axes = figure.subplots(len(models), 1, squeeze=False)[:, 0]
     for ax, model in zip(axes, models):
         rows = [r for r in results.rows if r.model == model]
-        width = 0.8 / max(1, len(rows))
-        x = np.arange(len(columns))
-        for i, row in enumerate(rows):
-            rates: List[Optional[Rate]] = []
-            for column in columns:
-                if column == "worst, paper":
-                    rates.append(row.worst_white_box[0] if row.worst_white_box else None)
-                elif column == "worst, all":
-                    rates.append(row.worst_all[0] if row.worst_all else None)
-                else:
-                    metrics: Optional[AttackMetrics] = row.attacks.get(column)
-                    rates.append(metrics.ar if metrics else None)
-            values, spans = _errors(rates)
-            positions = x - 0.4 + width * (i + 0.5)
-            ax.bar(positions, np.nan_to_num(values), width, yerr=spans, capsize=2, color=_COLOURS[i % len(_COLOURS)],
-                   label=f"{row.defense} (n = {row.clean.k} clean-correct)", error_kw={"elinewidth": 0.8})
-            for position, value in zip(positions, values):
-                if np.isnan(value):
-                    ax.text(position, 2, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+        groups: List[Tuple[str, List[Tuple[str, Optional[Rate], bool]]]] = []
+        for label in white:
+            bars = [(r.defense, _ar(r, label), False) for r in rows]
+            twin = counterparts.get(label)
+            if twin:
+                bars += [(r.defense, _ar(r, twin), True) for r in rows if r.attacks.get(twin) is not None]
+            groups.append((label, bars))
         if white:
-            split = len(white) + 0.5
+            groups.append(("worst case,\npaper attacks", [(r.defense, r.worst_white_box[0] if r.worst_white_box else None,
+                                                            False) for r in rows]))
+        split = len(groups) - 0.5
+        for label in rest:
+            groups.append((label, [(r.defense, _ar(r, label), False) for r in rows]))
+        groups.append(("worst case,\nall attacks", [(r.defense, r.worst_all[0] if r.worst_all else None, False)
+                                                      for r in rows]))
+        for x, (_, bars) in enumerate(groups):
+            width = 0.8 / max(1, len(bars))
+            for i, (defense, rate, hatched) in enumerate(bars):
+                position = x - 0.4 + width * (i + 0.5)
+                if rate is None or rate.value is None:
+                    ax.text(position, 2, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+                    continue
+                values, spans = _errors([rate])
+                ax.bar(position, values[0], width, yerr=spans, capsize=2, color=colour[defense],
+                       hatch="///" if hatched else None, edgecolor="black" if hatched else colour[defense],
+                       linewidth=0.5, error_kw={"elinewidth": 0.8})
+        if white:
             ax.axvline(split, color="black", linestyle="--", linewidth=0.8)
-            ax.text(split - 0.1, 104, "paper's attacks (plain gradients)", ha="right", va="bottom", fontsize=8)
-            ax.text(split + 0.1, 104, "adaptive / gradient-free", ha="left", va="bottom", fontsize=8)
-        ax.set_xticks(x)
-        ax.set_xticklabels(columns, rotation=30, ha="right", fontsize=8)
+            ax.text(split - 0.1, 104, "the paper's attacks (hatched: the same attack through BPDA)", ha="right",
+                    va="bottom", fontsize=8)
+            ax.text(split + 0.1, 104, "other adaptive / gradient-free attacks", ha="left", va="bottom", fontsize=8)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([name for name, _ in groups], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
         ax.set_ylim(0, 112)
         ax.set_yticks([0, 20, 40, 60, 80, 100])
         ax.set_ylabel("attack robustness AR (%)")
-        ax.set_title(f"{model}: AR per attack with 95 % Wilson intervals", fontsize=10)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.set_title(f"{model}: AR per attack (95 % Wilson intervals; hatched = same attack through BPDA)", fontsize=10)
+        handles = [Patch(facecolor=colour[r.defense], label=f"{r.defense} (n = {r.clean.k} clean-correct)") for r in rows]
+        if counterparts:
+            handles.append(Patch(facecolor="white", edgecolor="black", hatch="///",
+                                 label="hatched: defended model under the\nsame attack through BPDA (adaptive)"))
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.grid(axis="y", alpha=0.3)
     return _save(figure, path)
+
+
+def _ar(row, label: str) -> Optional[Rate]:
+    metrics: Optional[AttackMetrics] = row.attacks.get(label)
+    return metrics.ar if metrics else None
 
 
 def _eps_value(eps: object) -> float:

@@ -15,13 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from gradconceal.attacks.threat import format_eps
 from gradconceal.evaluation.metrics import AttackMetrics, Rate, RowMetrics
 from gradconceal.evaluation.results import Results
 from gradconceal.evaluation.spec import AttackPlan
 
+
 GROUP_TITLES = {
     "white-box": "gradient attacks through plain autograd (the paper's protocol)",
-    "adaptive": "adaptive and gradient-free attacks (BPDA, EOT, Square, transfer)",
+    "adaptive": "adaptive, gradient-free and stronger attacks (BPDA, EOT, APGD, Square, transfer)",
 }
 
 
@@ -121,7 +123,7 @@ def _settings_text(plan: AttackPlan) -> str:
 def _attack_table(results: Results) -> str:
     lines = ["| Attack | Group | From | View | Norm | eps | Settings |", "|---|---|---|---|---|---|---|"]
     for plan in results.plans:
-        eps = plan.settings.get("eps", plan.eps)
+        eps = format_eps(plan.eps) if plan.eps is not None else "-"
         lines.append(f"| {plan.label} | {plan.group} | {plan.origin} | {plan.view} | {plan.norm or '-'} | {eps} | "
                      f"{_settings_text(plan)} |")
     return "\n".join(lines)
@@ -187,8 +189,8 @@ def markdown_report(results: Results) -> str:
         "correct under the attack; it can exceed clean accuracy. Each cell: AR % [95 % Wilson interval]. "
         "Columns up to 'Worst, paper attacks' are " + GROUP_TITLES["white-box"] + "; the columns after it are "
         + GROUP_TITLES["adaptive"] + ". 'Worst' counts an image as robust only if it survives every attack of "
-        "the group (per-sample worst case). 'n/a': the attack does not apply to the defence (EOT needs a random "
-        "defence)."
+        "the group (per-sample worst case). 'n/a': the attacker's view has nothing to act on in that defence (BPDA "
+        "needs a concealment layer, EOT a random layer); there it would repeat the plain attack."
     )
     parts += ["", markdown_table(results), ""]
     parts += ["## Robust accuracy over all images (the RobustBench / AutoAttack convention)", ""]
@@ -209,8 +211,11 @@ def markdown_report(results: Results) -> str:
     parts += ["## Masking audit", ""]
     audit = info.get("audit") or {}
     if audit:
+        parts.append("Quick audit (gradient checks only, no attacks; `gradconceal audit` runs the full one):")
+        parts.append("")
         for key, entry in audit.items():
-            parts.append(f"- {key}: {entry.get('verdict') or entry.get('note')}")
+            cause = f" - {entry['cause']}" if entry.get("cause") else ""
+            parts.append(f"- {key}: **{entry.get('verdict') or entry.get('note')}**{cause}")
     else:
         parts.append("audit not run")
     parts += ["", "## Notes", ""]
@@ -250,7 +255,7 @@ def csv_text(results: Results) -> str:
                          "", "", "", ""])
         for label, m in row.attacks.items():
             plan = plans[label]
-            eps = plan.settings.get("eps", plan.eps)
+            eps = plan.eps
             if m is None:
                 writer.writerow([row.model, row.defense, label, plan.group, plan.view, plan.norm, eps] + ["n/a"] * 14)
                 continue

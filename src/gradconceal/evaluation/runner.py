@@ -84,12 +84,31 @@ def resize_pad_min_size(defense: DefenseEntry, size: int) -> int:
 
 @contextlib.contextmanager
 def seeded_randomness(model: nn.Module, seeds: Sequence[int]) -> Iterator[None]:
-    """Within the block, every random resize-and-pad layer of ``model`` draws per sample from ``seeds``."""
+    """Within the block, every random resize-and-pad layer of ``model`` draws per sample from ``seeds``.
+
+    Attacks may call the model on an empty sub-batch once every sample is fooled; such a call passes
+    through without a draw (the layer itself would refuse a batch that does not match its seeds).
+    """
     with contextlib.ExitStack() as stack:
         for module in model.modules():
             if isinstance(module, RandomResizePad):
                 stack.enter_context(module.per_sample_seeds(seeds))
+                stack.enter_context(_empty_batches_pass(module))
         yield
+
+
+@contextlib.contextmanager
+def _empty_batches_pass(layer: RandomResizePad) -> Iterator[None]:
+    forward = layer.forward
+
+    def guarded(x: Tensor) -> Tensor:
+        return x if x.shape[0] == 0 else forward(x)
+
+    layer.forward = guarded  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del layer.forward  # back to the class's forward
 
 
 def job_hash(config: Mapping[str, Any]) -> str:
@@ -180,7 +199,7 @@ class Runner:
         self.device = torch.device("cpu")
         self.defended: Dict[Tuple[str, str], DefendedModel] = {}
         self.class_names: Dict[str, Optional[List[str]]] = {}
-        self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0}
+        self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
 
     # setup ---------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -363,7 +382,10 @@ class Runner:
                 store.append(records)
                 self.stats["computed_records"] += len(records)
                 bar.update(len(batch))
-        self.stats["attack_seconds"] += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.stats["attack_seconds"] += elapsed
+        key = f"{model.label}/{defense.label}/{plan.label}"
+        self.stats["seconds_by_attack"][key] = self.stats["seconds_by_attack"].get(key, 0.0) + elapsed
 
     # the whole run -------------------------------------------------------------------------------------
     def run(self) -> Dict[Key, Dict[str, Any]]:

@@ -39,7 +39,6 @@ DEFENSE_KINDS = ("none", "gcm", "resize-pad", "challenge")
 DEFAULT_DEFENSE_LABELS = {"none": "vanilla", "gcm": "gcm", "resize-pad": "resize-pad", "challenge": "challenge"}
 VIEWS = ("plain", "bpda", "eot", "bpda+eot", "transfer")
 DTYPES = ("float32", "float64", "bfloat16", "float16")
-PRESETS = ("paper", "adaptive", "autoattack-like")
 CLEAN_LABEL = "clean"  # reserved: the records of the clean pass use it as their attack label
 
 # The challenge solution resizes 224-pixel images to a random side in [218, 224): the same ratio elsewhere.
@@ -564,14 +563,14 @@ def _parse_attacks(value: Any) -> List[AttackEntry]:
         reason = _str(item["reason"], f"{where}.reason") if item.get("reason") is not None else None
         if "preset" in item:
             _check_keys(item, _PRESET_ENTRY_KEYS, where)
-            preset = _choice(item["preset"], f"{where}.preset", PRESETS)
+            preset = _choice(item["preset"], f"{where}.preset", _preset_names())
             overrides = item.get("overrides", {})
             if not isinstance(overrides, Mapping) or not all(isinstance(v, Mapping) for v in overrides.values()):
                 raise GradconcealError(f"{where}.overrides must map attack labels to tables of settings, got {overrides!r}")
             entries.append(AttackEntry(preset=preset, overrides=copy.deepcopy(dict(overrides)), keep=keep, reason=reason))
             continue
         if "attack" not in item:
-            raise GradconcealError(f"{where} needs 'preset' (one of {', '.join(PRESETS)}) or 'attack' (an attack name)")
+            raise GradconcealError(f"{where} needs 'preset' (one of {', '.join(_preset_names())}) or 'attack' (an attack name)")
         attack = _str(item["attack"], f"{where}.attack").lower()
         view = _choice(item.get("view", "plain"), f"{where}.view", VIEWS)
         settings = {k: v for k, v in item.items() if k not in _ATTACK_ENTRY_KEYS}
@@ -580,6 +579,13 @@ def _parse_attacks(value: Any) -> List[AttackEntry]:
             raise GradconcealError(f"{where}.label {CLEAN_LABEL!r} is reserved for the clean pass")
         entries.append(AttackEntry(label=label, attack=attack, view=view, settings=settings, keep=keep, reason=reason))
     return entries
+
+
+def _preset_names() -> Sequence[str]:
+    """The attack presets of ``gradconceal.attacks.presets`` (paper, adaptive, autoattack-like, ...)."""
+    from gradconceal.attacks.presets import list_presets
+
+    return list_presets()
 
 
 def _default_attack_label(attack: str, settings: Mapping[str, Any], view: str) -> str:

@@ -1,0 +1,146 @@
+"""What every measurement shares: the mode (quick or full), repeats, device, output folder and cached inputs.
+
+Models and images load once per suite run; every measurement sees the same model objects, frozen
+(no parameter gradients) and in eval mode, as the evaluation runner uses them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from gradconceal.errors import GradconcealError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchContext:
+    """Settings of one suite run plus a cache of models and image batches."""
+
+    quick: bool = False
+    repeats: int = 5
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    out_dir: Optional[Path] = None
+    threads: int = 1
+    _models: Dict[str, nn.Module] = field(default_factory=dict, repr=False)
+    _batches: Dict[Tuple[str, int], Tuple[Tensor, Tensor]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise GradconcealError(f"repeats must be >= 1, got {self.repeats}")
+
+    def model(self, name: str) -> nn.Module:
+        """The zoo model ``name`` on the bench device, eval mode, parameters frozen (loaded once)."""
+        if name not in self._models:
+            from gradconceal.models.zoo import load_model
+
+            model = load_model(name).eval().to(self.device)
+            for parameter in model.parameters():
+                parameter.requires_grad_(False)
+            self._models[name] = model
+        return self._models[name]
+
+    def batch(self, source: str, count: int) -> Tuple[Tensor, Tensor]:
+        """The first ``count`` images and labels of data source ``source`` (repeated if it has fewer)."""
+        key = (source, count)
+        if key not in self._batches:
+            from gradconceal.data import load_dataset
+
+            dataset = load_dataset(source, limit=count)
+            if len(dataset) == 0:
+                raise GradconcealError(f"data source {source!r} has no images")
+            indices = [i % len(dataset) for i in range(count)]
+            images = torch.stack([dataset[i][0] for i in indices]).to(self.device)
+            labels = torch.tensor([int(dataset[i][1]) for i in indices], device=self.device)
+            self._batches[key] = (images, labels)
+        return self._batches[key]
+
+    def pick(self, quick: Any, full: Any) -> Any:
+        """``quick`` in quick mode, else ``full``."""
+        return quick if self.quick else full
+
+    def subdir(self, name: str) -> Path:
+        """A folder under the output folder (or a temporary one) for a measurement's files."""
+        if self.out_dir is None:
+            import tempfile
+
+            self.out_dir = Path(tempfile.mkdtemp(prefix="gradconceal-bench-"))
+        path = self.out_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def machine_description(device: torch.device, threads: int) -> Dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, GPU, library versions, threads, date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info: Dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "arch": platform.machine(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "device": str(device),
+        "torch_threads": threads,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "load_average": _load_average(),
+    }
+    try:
+        import torchattacks
+
+        info["torchattacks"] = torchattacks.__version__
+    except ImportError:
+        info["torchattacks"] = None
+    import gradconceal
+
+    info["gradconceal"] = gradconceal.__version__
+    info["git_commit"] = _git_commit()
+    return info
+
+
+def describe(info: Dict[str, Any]) -> str:
+    """One line naming the machine, e.g. '2-core x86_64 CPU (Intel Xeon ...), no GPU, 1 torch thread'."""
+    gpu = f"GPU {info['gpu']}" if info.get("gpu") else "no GPU"
+    threads = info.get("torch_threads")
+    load = info.get("load_average")
+    load_text = f", load average {load[0]:.1f} at start" if load else ""
+    return (f"{info.get('cpu_count')}-core {info.get('arch')} CPU ({info.get('cpu')}), {gpu}, "
+            f"{threads} torch thread{'s' if threads != 1 else ''}{load_text}; torch {info.get('torch')}, "
+            f"Python {info.get('python')}")
+
+
+def _load_average() -> Optional[List[float]]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _git_commit() -> Optional[str]:
+    here = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None

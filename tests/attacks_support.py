@@ -1,0 +1,78 @@
+"""Shared pieces of the attack tests: the Fashion-MNIST CNN, a batch of its test images, tiny models."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Tuple
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from gradconceal.errors import GradconcealError
+
+FMNIST_CACHE = Path(tempfile.gettempdir()) / "gradconceal-tests" / "fmnist-cnn-1epoch.safetensors"
+
+
+def fmnist_batch(count: int, split: str = "test") -> Tuple[Tensor, Tensor]:
+    """The first ``count`` Fashion-MNIST images and labels (skips the test when the data is missing)."""
+    from gradconceal.data import load_dataset
+
+    try:
+        data = load_dataset("fashion-mnist", split=split, limit=count)
+    except GradconcealError as error:
+        pytest.skip(f"Fashion-MNIST not available: {error}")
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    return images, torch.tensor(data.targets[: len(data)], dtype=torch.int64)
+
+
+def _train_one_epoch() -> nn.Module:
+    """A small CNN trained one epoch on 20,000 Fashion-MNIST images, cached in the temp folder."""
+    from gradconceal.models.checkpoint import save_checkpoint
+    from gradconceal.models.pixel import PixelModel
+    from gradconceal.models.small import FASHION_MNIST_MEAN, FASHION_MNIST_STD, SMALL_ARCHITECTURES
+    from gradconceal.models.zoo import load_model
+
+    if not FMNIST_CACHE.is_file():
+        images, labels = fmnist_batch(20000, split="train")
+        model = PixelModel(SMALL_ARCHITECTURES["cnn"](in_chans=1, num_classes=10), mean=FASHION_MNIST_MEAN,
+                           std=FASHION_MNIST_STD, input_size=(1, 28, 28), class_names=[str(i) for i in range(10)],
+                           model_name="fmnist-cnn-test", architecture="small:cnn")
+        optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+        order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+        model.train()
+        for start in range(0, len(images), 128):
+            batch = order[start:start + 128]
+            loss = nn.functional.cross_entropy(model(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        save_checkpoint(model, FMNIST_CACHE, architecture="small:cnn")
+    return load_model(str(FMNIST_CACHE))
+
+
+def fmnist_model() -> nn.Module:
+    """The shipped undefended Fashion-MNIST CNN in eval mode (a one-epoch stand-in if it is not shipped)."""
+    from gradconceal.models.zoo import load_model
+
+    try:
+        model = load_model("fmnist-cnn")
+    except GradconcealError:
+        model = _train_one_epoch()
+    return model.eval()
+
+
+class CountingModel(nn.Module):
+    """A linear classifier on 1x8x8 images that counts its forward calls (for 'no work before errors')."""
+
+    def __init__(self, classes: int = 10) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, classes)
+        self.calls = 0
+        self.input_size = (1, 8, 8)
+        self.num_classes = classes
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.calls += 1
+        return self.linear(x.flatten(1))
