@@ -76,3 +76,12 @@ class CountingModel(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.calls += 1
         return self.linear(x.flatten(1))
+
+
+@pytest.fixture(scope="module", autouse=False)
+def one_thread():
+    """Run a module's tests on one intra-op thread (much faster than two on a loaded two-core machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -89,7 +89,10 @@ def fashion_mnist_test():
     return dataset.images.float() / 255.0, torch.as_tensor(dataset.targets)
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+# One model in the quick suite, all six in the slow one (each is a 10,000-image pass).
+@pytest.mark.parametrize(
+    "name", [n if n == "fmnist-cnn" else pytest.param(n, marks=pytest.mark.slow) for n in SHIPPED]
+)
 def test_shipped_checkpoint_reaches_its_documented_accuracy(name, fashion_mnist_test):
     images, labels = fashion_mnist_test
     model = load_model(name).eval()

@@ -110,7 +110,7 @@ def explain(checks: List[CheckResult], found: Localization, verdict: str) -> tup
         causes.append(f"the output is random ({where})")
     if not causes:
         causes.append("flagged: " + ", ".join(c.title for c in checks if c.flagged))
-    remedy = remedy_for(found)
+    remedy = remedy_for(found, found.module)
     if not remedy and "randomized_output" in flagged:
         remedy = "EOT: average gradients over the model's randomness (adaptive_view(model, eot_samples=N))"
     if not remedy:

@@ -111,7 +111,7 @@ def run_attack_checks(
         checks.append(_nothing_standing("transfer", "transfer from undefended", n_correct))
 
     started = time.perf_counter()
-    culprit = target.stages[found.index].module if found.found and not found.culprit_random else None
+    culprit = found.module if found.found and not found.culprit_random else None
     view = attacker_view(model, culprit, EOT_SAMPLES[size])
     how = view_name(model, culprit, EOT_SAMPLES[size])
     if view is None:

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from gradconceal.audit.probes import StagedPass, cosine, median, norms
 from gradconceal.audit.result import CONFIRMS, FLAG, MIN_EXTRA_IMAGES, MIN_EXTRA_SHARE, PASS, CheckResult, significant, skipped
 from gradconceal.audit.table import fmt
 from gradconceal.audit.target import Stage
 from gradconceal.audit.gradients import STABILITY_MIN_COSINE
+from gradconceal.defenses.concealment import GradientConcealment
 
 # A stage that multiplies the gradient's size by more than this is exploding it (GCM: ~1e12).
 AMPLIFICATION = 1e3
@@ -55,6 +56,7 @@ class Localization:
     how: str = ""
     random_stages: List[str] = field(default_factory=list)
     culprit_random: bool = False
+    module: Optional[nn.Module] = None
 
     @property
     def found(self) -> bool:
@@ -90,7 +92,7 @@ def locate(stages: Sequence[Stage], clean: StagedPass, noisy: StagedPass, random
         if here.problem is None and not amplified:
             continue
         how = {"not finite": "makes it non-finite", "zero": "zeroes it", "unstable": "makes it decorrelate under tiny noise"}
-        result.index, result.label = b, stages[b].label
+        result.index, result.label, result.module = b, stages[b].label, stages[b].module
         result.how = how.get(here.problem or "", f"amplifies it {fmt(here.norm / after.norm)}x")
         if here.problem == "unstable" and amplified:
             result.how = f"amplifies it {fmt(here.norm / after.norm)}x and makes it decorrelate under tiny noise"
@@ -99,11 +101,15 @@ def locate(stages: Sequence[Stage], clean: StagedPass, noisy: StagedPass, random
     return result
 
 
-def remedy_for(found: Localization) -> str:
+def remedy_for(found: Localization, layer: Optional[nn.Module] = None) -> str:
     """The adaptive view that bypasses what was found (BPDA for a deterministic layer, EOT for randomness)."""
     parts = []
     if found.found and not found.culprit_random:
-        parts.append(f"BPDA: differentiate {found.label} as the identity (adaptive_view(model, bpda=True))")
+        if isinstance(layer, GradientConcealment) or layer is None:
+            how = "adaptive_view(model, bpda=True)"
+        else:
+            how = "StraightThroughView(model, [layer]) from gradconceal.audit.views"
+        parts.append(f"BPDA: differentiate {found.label} as the identity ({how})")
     random = list(found.random_stages)
     if random:
         parts.append(f"EOT: average gradients over the randomness of {', '.join(random)} (adaptive_view(model, eot_samples=N))")
@@ -127,7 +133,7 @@ def check_shattering_layer(found: Localization) -> CheckResult:
     after = found.boundaries[found.index + 1] if found.index + 1 < len(found.boundaries) else None
     summary = f"{found.label}: cos {fmt(after.stability if after else 1.0)} -> {fmt(b.stability)}, norm {fmt(after.norm if after else float('nan'))} -> {fmt(b.norm)}"
     return CheckResult("shattering_layer", "layer that shatters the gradient", FLAG, measured, summary, threshold,
-                       f"{found.label} {found.how}; remedy: {remedy_for(found)}")
+                       f"{found.label} {found.how}; remedy: {remedy_for(found, found.module)}")
 
 
 def bpda_gradient(joint: StagedPass, index: int, size: int) -> Optional[Tensor]:

@@ -133,6 +133,12 @@ class AuditReport:
 
         return format_table(self)
 
+    def markdown(self) -> str:
+        """The table as Markdown, with the verdict line."""
+        from gradconceal.audit.table import format_markdown
+
+        return format_markdown(self)
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             "format": "gradconceal-audit/1",

@@ -24,11 +24,11 @@ def fmt(value: Optional[float], digits: int = 2) -> str:
     return f"{value:.{digits + 1}g}"
 
 
-def format_table(report: "AuditReport", width: int = 46) -> str:
+def format_table(report: "AuditReport", width: int = 40) -> str:
     """Rows of the report's checks; long cells wrap inside their column so the table stays readable."""
     header = ["check", "measured", "threshold", "result", "meaning"]
     rows = [[c.title, c.summary, c.threshold, _RESULT_WORDS[c.status], c.meaning] for c in report.checks]
-    limits = [30, width, 34, 6, 60]
+    limits = [24, width, 30, 6, 52]
     wrapped = [[textwrap.wrap(cell, limit) or [""] for cell, limit in zip(row, limits)] for row in rows]
     widths = [max([len(header[i])] + [len(line) for row in wrapped for line in row[i]]) for i in range(len(header))]
     lines: List[str] = [_join(header, widths), _join(["-" * w for w in widths], widths)]
@@ -42,3 +42,12 @@ def format_table(report: "AuditReport", width: int = 46) -> str:
 
 def _join(cells: List[str], widths: List[int]) -> str:
     return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
+
+
+def format_markdown(report: "AuditReport") -> str:
+    """The same table as Markdown (for READMEs and reports), with the verdict line under it."""
+    lines = ["| check | measured | threshold | result | meaning |", "|---|---|---|---|---|"]
+    for c in report.checks:
+        cells = [c.title, c.summary, c.threshold, _RESULT_WORDS[c.status], c.meaning]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines + ["", f"**{report.verdict_line()}**"])

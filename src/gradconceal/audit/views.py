@@ -45,6 +45,7 @@ class StraightThroughView(nn.Module):
         super().__init__()
         self.model = model
         self.layers: List[nn.Module] = list(layers)
+        self.training = model.training  # a wrapper's own flag only; the model's mode is left alone
         for name in _FORWARDED:
             if hasattr(model, name) and not hasattr(self, name):
                 setattr(self, name, getattr(model, name))
@@ -67,7 +68,9 @@ def attacker_view(model: nn.Module, extra_layer: Optional[nn.Module], eot_sample
     if not (has_gcm or is_random or extra_layer is not None):
         return None
     inner = StraightThroughView(model, [extra_layer]) if extra_layer is not None else model
-    return adaptive_view(inner, bpda=has_gcm, eot_samples=eot_samples if is_random else 1)
+    view = adaptive_view(inner, bpda=has_gcm, eot_samples=eot_samples if is_random else 1)
+    view.training = model.training  # the view's own flag (a new module starts in training mode)
+    return view
 
 
 def view_name(model: nn.Module, extra_layer: Optional[nn.Module], eot_samples: int) -> str:

@@ -20,7 +20,7 @@ from gradconceal.bench.bare import bare_fgsm, bare_pgd
 from gradconceal.bench.context import BenchContext
 from gradconceal.bench.profiling import write_profiles
 from gradconceal.bench.results import Row
-from gradconceal.bench.timing import interleaved, median, paired_ratio
+from gradconceal.bench.timing import median, paired_ratio
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def run_case(ctx: BenchContext, model_name: str, source: str, batch: int, cases:
     where = f"{model_name} b{batch}"
     for case in cases:
         sides = contenders(model, images, labels, case)
-        times = interleaved(sides, repeats, device=ctx.device)
+        times = ctx.time(sides, repeats)
         medians = {name: median(values) for name, values in times.items()}
         per_image = ", ".join(f"{name} {value / batch * 1e3:.1f}" for name, value in medians.items())
         label = f"{where} {case.label}"
@@ -124,12 +124,16 @@ def run_case(ctx: BenchContext, model_name: str, source: str, batch: int, cases:
         rows.append(Row(NAME, label, "ours / torchattacks", paired_ratio(times["ours"], times["torchattacks"]), "x",
                         ("<=", TORCHATTACKS_TARGET) if is_pgd else None))
         if is_pgd:
-            ours_result = sides["ours, early stop"]()
-            strength = (f"fooled: ours {float(ours_result.fooled.float().mean()):.0%}, torchattacks "  # type: ignore[attr-defined]
-                        f"{fooled_share(model, sides['torchattacks'](), labels):.0%}")  # type: ignore[arg-type]
+            ours_fooled = float(sides["ours, early stop"]().fooled.float().mean())  # type: ignore[attr-defined]
+            theirs_fooled = fooled_share(model, sides["torchattacks"](), labels)  # type: ignore[arg-type]
+            # The target is for a vanilla model on which most samples fall; early stop cannot save the
+            # steps of samples that never fall.
+            most_fall = ours_fooled >= 0.5
             rows.append(Row(NAME, label, "ours with early stop / torchattacks",
                             paired_ratio(times["ours, early stop"], times["torchattacks"]), "x",
-                            ("<=", EARLY_STOP_TARGET), note=f"vanilla model; {strength}"))
+                            ("<=", EARLY_STOP_TARGET) if most_fall else None,
+                            note=f"fooled: ours {ours_fooled:.0%}, torchattacks {theirs_fooled:.0%}"
+                                 + ("" if most_fall else "; no target: most samples never fall here")))
         rows.append(Row(NAME, label, "torchattacks / bare loop", paired_ratio(times["torchattacks"], times["bare"]), "x"))
     return rows
 

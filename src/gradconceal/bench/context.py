@@ -14,11 +14,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from gradconceal.bench.timing import default_clock, interleaved
 from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,16 @@ class BenchContext:
     def __post_init__(self) -> None:
         if self.repeats < 1:
             raise GradconcealError(f"repeats must be >= 1, got {self.repeats}")
+
+    @property
+    def clock(self) -> str:
+        """The clock of in-process comparisons: CPU time on one CPU thread, else wall time."""
+        return default_clock(self.device, self.threads)
+
+    def time(self, contenders: Mapping[str, Callable[[], object]], repeats: Optional[int] = None,
+             warmup: int = 1) -> Dict[str, List[float]]:
+        """Seconds per call of each contender, timed in turns on this run's clock and device."""
+        return interleaved(contenders, repeats or self.repeats, warmup=warmup, device=self.device, clock=self.clock)
 
     def model(self, name: str) -> nn.Module:
         """The zoo model ``name`` on the bench device, eval mode, parameters frozen (loaded once)."""
@@ -81,7 +92,7 @@ class BenchContext:
         return path
 
 
-def machine_description(device: torch.device, threads: int) -> Dict[str, Any]:
+def machine_description(device: torch.device, threads: int, clock: str = "wall") -> Dict[str, Any]:
     """What the numbers were measured on: CPU, cores, GPU, library versions, threads, date."""
     cpu = platform.processor() or platform.machine()
     try:
@@ -100,6 +111,7 @@ def machine_description(device: torch.device, threads: int) -> Dict[str, Any]:
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "device": str(device),
         "torch_threads": threads,
+        "clock": clock,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -124,9 +136,10 @@ def describe(info: Dict[str, Any]) -> str:
     threads = info.get("torch_threads")
     load = info.get("load_average")
     load_text = f", load average {load[0]:.1f} at start" if load else ""
+    clock = "process CPU time" if info.get("clock") == "cpu" else "wall time"
     return (f"{info.get('cpu_count')}-core {info.get('arch')} CPU ({info.get('cpu')}), {gpu}, "
-            f"{threads} torch thread{'s' if threads != 1 else ''}{load_text}; torch {info.get('torch')}, "
-            f"Python {info.get('python')}")
+            f"{threads} torch thread{'s' if threads != 1 else ''}{load_text}; in-process comparisons timed in "
+            f"{clock}; torch {info.get('torch')}, Python {info.get('python')}")
 
 
 def _load_average() -> Optional[List[float]]:

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from gradconceal.bench.context import BenchContext
 from gradconceal.bench.results import Row
-from gradconceal.bench.timing import interleaved, median, paired_ratio
+from gradconceal.bench.timing import median, paired_ratio
 from gradconceal.defenses import GradientConcealment, conceal
 
 log = logging.getLogger(__name__)
@@ -79,11 +79,11 @@ def run(ctx: BenchContext) -> List[Row]:
         w, epsilon = layer.w, layer.epsilon
 
         # forward: undefended, defended, and the layer alone (same input)
-        times = interleaved({
+        times = ctx.time({
             "undefended": _no_grad(model, images),
             "defended": _no_grad(defended, images),
             "layer": _no_grad(layer, images),
-        }, ctx.repeats, device=ctx.device)
+        })
         direct = paired_ratio(times["defended"], times["undefended"])
         component = paired_ratio(times["layer"], times["undefended"])
         medians = {k: median(v) for k, v in times.items()}
@@ -95,10 +95,10 @@ def run(ctx: BenchContext) -> List[Row]:
                         note=f"layer {medians['layer'] * 1e3:.2f} ms", detail={"seconds": times}))
 
         # forward + backward to the input
-        grad_times = interleaved({
+        grad_times = ctx.time({
             "undefended": _input_gradient(model, images, labels),
             "defended": _input_gradient(defended, images, labels),
-        }, ctx.repeats, device=ctx.device)
+        })
         rows.append(Row(NAME, case, "forward+backward: defended / undefended",
                         paired_ratio(grad_times["defended"], grad_times["undefended"]), "x",
                         note=f"undefended {median(grad_times['undefended']) * 1e3:.1f} ms, defended "
@@ -117,11 +117,11 @@ def run(ctx: BenchContext) -> List[Row]:
             changed = float((layer(images) != images).float().mean())
         rows.append(Row(NAME, case, "layer output bit-identical to sin(w*x)*eps + x", "yes" if identical else "NO",
                         target=("==", "yes"), note=f"{changed:.0%} of the pixels change (those with |x| < 0.25)"))
-        variants = interleaved({
+        variants = ctx.time({
             "layer": _no_grad(layer, images),
             "naive": _no_grad(lambda x: naive_concealment(x, w, epsilon), images),
             "masked": _no_grad(lambda x: masked_concealment(x, w, epsilon), images),
-        }, ctx.repeats, device=ctx.device)
+        })
         rows.append(Row(NAME, case, "naive formula / layer", paired_ratio(variants["naive"], variants["layer"]), "x",
                         note="the shipped in-place form vs four temporaries", detail={"seconds": variants}))
         rows.append(Row(NAME, case, "mask variant (sin where |x|<=0.25) / layer",

@@ -135,7 +135,7 @@ def run_suite(
     ctx = BenchContext(quick=quick, repeats=count, device=torch.device(device), out_dir=out_dir, threads=threads)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
-    machine = machine_description(ctx.device, threads)
+    machine = machine_description(ctx.device, threads, ctx.clock)
     if command is None:
         command = bench_command(quick=quick, only=list(only), out=str(out_dir) if out_dir else None,
                                 repeats=repeats, threads=threads, device=device)

@@ -2,7 +2,9 @@
 
 On a shared machine the speed drifts while a benchmark runs. Timing the contenders in turns (A, B, C, A, B,
 C, ...) and taking the median of the per-round ratios cancels most of that drift; a ratio of two medians
-taken minutes apart would not.
+taken minutes apart would not. On the CPU with one torch thread the clock is the process's CPU time
+(``time.process_time``): the work done, without the time the process waits while other programs run.
+Elsewhere (GPU, several threads) it is wall time.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import gc
 import math
 import statistics
 import time
-from typing import Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Sequence
 
 import torch
 
@@ -44,13 +46,24 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_once(fn: Callable[[], object], device: torch.device = torch.device("cpu")) -> float:
-    """Seconds one call of ``fn`` takes (device work included)."""
+CLOCKS = ("cpu", "wall")
+
+
+def default_clock(device: torch.device, threads: int) -> str:
+    """'cpu' (process CPU time) for single-threaded CPU work, else 'wall'."""
+    return "cpu" if device.type == "cpu" and threads == 1 else "wall"
+
+
+def time_once(fn: Callable[[], object], device: torch.device = torch.device("cpu"), clock: str = "wall") -> float:
+    """Seconds one call of ``fn`` takes (device work included), on ``clock`` ('cpu' or 'wall')."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {CLOCKS}, got {clock!r}")
+    now = time.process_time if clock == "cpu" else time.perf_counter
     synchronize(device)
-    started = time.perf_counter()
+    started = now()
     fn()
     synchronize(device)
-    return time.perf_counter() - started
+    return now() - started
 
 
 def interleaved(
@@ -59,7 +72,7 @@ def interleaved(
     *,
     warmup: int = 1,
     device: torch.device = torch.device("cpu"),
-    on_round: Optional[Callable[[int], None]] = None,
+    clock: str = "wall",
 ) -> Dict[str, List[float]]:
     """Seconds per call of each contender, ``repeats`` rounds taken in turns after ``warmup`` untimed rounds.
 
@@ -76,9 +89,7 @@ def interleaved(
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             gc.collect()
-            times[name].append(time_once(contenders[name], device))
-        if on_round is not None:
-            on_round(round_index)
+            times[name].append(time_once(contenders[name], device, clock))
     return times
 
 

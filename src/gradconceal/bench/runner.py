@@ -1,0 +1,143 @@
+"""The evaluation runner end to end: images/s on a small spec, its cost over the attacks alone, and resume.
+
+*end to end*: ``gradconceal.evaluate`` on a small spec (the Fashion-MNIST CNN, vanilla and GCM, FGSM and
+PGD-Linf-10) into a fresh folder: clean pass, attacks, per-sample records (fsynced per batch), metrics and
+report (no plots, no audit). *attacks alone*: the same attacks on the same batches with the same
+per-sample seeds, called directly. *resume*: the same spec run again into the finished folder, which
+only reads and checks the records and rewrites the report. *record store*: appending records in batches
+of the spec's batch size. Everything here is wall time (the runner waits on the disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import torch
+
+from gradconceal.bench.context import BenchContext
+from gradconceal.bench.results import Row
+from gradconceal.bench.timing import median, paired_ratio
+
+log = logging.getLogger(__name__)
+
+NAME = "runner"
+TITLE = "runner: end-to-end images/s, overhead over the attacks alone, resume bookkeeping"
+ATTACKS: List[Dict[str, Any]] = [
+    {"label": "FGSM", "attack": "fgsm", "norm": "linf", "eps": 8 / 255},
+    {"label": "PGD-Linf-10", "attack": "pgd", "norm": "linf", "eps": 8 / 255, "steps": 10},
+]
+BATCH = 100
+
+
+def small_spec(n: int, attacks: List[Dict[str, Any]] = ATTACKS, defenses: List[str] = ("none", "gcm"),
+               batch_size: int = BATCH) -> Dict[str, Any]:
+    """The benchmark's spec: fmnist-cnn on the first ``n`` Fashion-MNIST test images, CPU, no audit/gallery."""
+    return {"format_version": 1, "title": "gradconceal bench", "models": ["fmnist-cnn"], "defenses": list(defenses),
+            "data": {"source": "fashion-mnist", "n": n}, "attacks": [dict(a) for a in attacks],
+            "batch_size": batch_size, "device": "cpu", "seed": 0, "audit": False, "gallery": 0}
+
+
+def evaluate_quietly(spec: Dict[str, Any], out_dir: Path) -> Any:
+    """``evaluate`` without progress bars, plots or info logging."""
+    from gradconceal.evaluation import evaluate
+
+    logger = logging.getLogger("gradconceal.evaluation")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        return evaluate(spec, out_dir=out_dir, quiet=True, plots=False)
+    finally:
+        logger.setLevel(level)
+
+
+def attacks_alone(ctx: BenchContext, n: int, attacks: List[Dict[str, Any]] = ATTACKS) -> None:
+    """The spec's clean pass and attacks, called directly on the same batches and per-sample seeds."""
+    from gradconceal.attacks import create_attack
+    from gradconceal.defenses import DefendedModel, GradientConcealment
+    from gradconceal.evaluation.spec import sample_seeds
+
+    base = ctx.model("fmnist-cnn")
+    images, labels = ctx.batch("fashion-mnist", n)
+    for layers in ([], [GradientConcealment()]):
+        model = DefendedModel(base, layers).eval()
+        with torch.no_grad():
+            for start in range(0, n, BATCH):
+                model(images[start:start + BATCH]).argmax(1)
+        for entry in attacks:
+            settings = {k: v for k, v in entry.items() if k not in ("label", "attack")}
+            attack = create_attack(entry["attack"], model, **settings)
+            for start in range(0, n, BATCH):
+                stop = min(n, start + BATCH)
+                attack.perturb(images[start:stop], labels[start:stop], sample_seeds=sample_seeds(0, range(start, stop)))
+
+
+def store_throughput(folder: Path, records: int) -> float:
+    """Records per second that the record store appends (JSON lines, fsync per batch of ``BATCH``)."""
+    from gradconceal.evaluation.store import RecordStore
+
+    record = {"model": "fmnist-cnn", "defense": "gcm", "attack": "PGD-Linf-10", "index": 0, "job": "0" * 16,
+              "label": 3, "clean_correct": True, "status": "attacked", "adv_pred": 5, "correct": False, "fooled": True,
+              "norm": 0.031, "grad_evals": 10, "forward_evals": 2, "adv_pred_8bit": 5, "correct_8bit": False}
+    started = time.perf_counter()
+    with RecordStore(folder) as store:
+        for start in range(0, records, BATCH):
+            store.append([{**record, "index": i} for i in range(start, min(records, start + BATCH))])
+    return records / (time.perf_counter() - started)
+
+
+def run(ctx: BenchContext) -> List[Row]:
+    """End-to-end and attacks-alone wall time (in turns), resume time, record-store throughput."""
+    n = ctx.pick(100, 500)
+    spec = small_spec(n)
+    scratch = Path(tempfile.mkdtemp(prefix="gradconceal-bench-runner-"))
+    attempt = {"count": 0}
+    results: Dict[str, Any] = {}
+
+    def end_to_end() -> None:
+        attempt["count"] += 1
+        folder = scratch / f"run{attempt['count']}"
+        results["last"] = evaluate_quietly(spec, folder)
+        results["folder"] = folder
+
+    try:
+        times = ctx.time({"end to end": end_to_end, "attacks alone": lambda: attacks_alone(ctx, n)}, warmup=0)
+        # ctx.time uses CPU time on one CPU thread; the runner's share that waits on the disk needs wall time
+        walls: Dict[str, List[float]] = {"end to end": [], "attacks alone": []}
+        for _ in range(max(2, ctx.repeats - 1)):
+            for name, fn in (("end to end", end_to_end), ("attacks alone", lambda: attacks_alone(ctx, n))):
+                started = time.perf_counter()
+                fn()
+                walls[name].append(time.perf_counter() - started)
+        info = results["last"].info
+        computed = int(info.get("computed_records", 0))
+        resume_seconds = []
+        for _ in range(max(2, ctx.repeats - 1)):
+            started = time.perf_counter()
+            evaluate_quietly(spec, results["folder"])
+            resume_seconds.append(time.perf_counter() - started)
+        store_rate = median([store_throughput(scratch / f"store{i}", ctx.pick(2000, 10000)) for i in range(3)])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    e2e = median(walls["end to end"])
+    alone = median(walls["attacks alone"])
+    case = f"fmnist-cnn {n} images, vanilla+gcm, FGSM+PGD-Linf-10, batch {BATCH}"
+    rows = [
+        Row(NAME, case, "end to end: images/s (wall)", n / e2e, "img/s",
+            note=f"{e2e:.1f} s for {n} images x 2 defences; {computed} records",
+            detail={"wall": walls, "cpu": times}),
+        Row(NAME, case, "end to end / attacks alone (wall)", paired_ratio(walls["end to end"], walls["attacks alone"]),
+            "x", note=f"attacks alone {alone:.1f} s"),
+        Row(NAME, case, "end to end / attacks alone (CPU time)",
+            paired_ratio(times["end to end"], times["attacks alone"]), "x"),
+        Row(NAME, case, "resume of a finished run: records/s", computed / median(resume_seconds), "rec/s",
+            note=f"{median(resume_seconds):.2f} s to read, check and re-report {computed} records",
+            detail={"seconds": resume_seconds}),
+        Row(NAME, "record store", f"append, fsync every {BATCH} records: records/s", store_rate, "rec/s",
+            note=f"{1e6 / store_rate:.0f} us per record"),
+    ]
+    return rows
