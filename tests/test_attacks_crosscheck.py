@@ -41,8 +41,10 @@ CASES = [
      lambda ta, m: ta.FGSM(m, eps=4 / 255)),
     ("PGD-Linf", "linf", 4 / 255, lambda m: PGD(m, eps=4 / 255, steps=10, alpha=1 / 255),
      lambda ta, m: ta.PGD(m, eps=4 / 255, alpha=1 / 255, steps=10, random_start=True)),
-    ("PGD-L2", "l2", 0.3, lambda m: PGD(m, norm="l2", eps=0.3, steps=10, alpha=0.06),
-     lambda ta, m: ta.PGDL2(m, eps=0.3, alpha=0.06, steps=10, random_start=True)),
+    # L2 without random start on both sides: torchattacks starts at radius U(0, eps), we (as foolbox) uniformly
+    # in the ball, i.e. near its surface in high dimension; the step and the projection are what is compared
+    ("PGD-L2", "l2", 0.3, lambda m: PGD(m, norm="l2", eps=0.3, steps=10, alpha=0.06, random_start=False),
+     lambda ta, m: ta.PGDL2(m, eps=0.3, alpha=0.06, steps=10, random_start=False)),
 ]
 
 

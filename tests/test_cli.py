@@ -110,3 +110,18 @@ def test_installed_command_prints_one_line_without_traceback(tmp_path: Path) -> 
                           env=env)
     assert done.returncode == 1
     assert done.stderr.strip() == "error: unknown key 'sed' in spec (did you mean 'seed'?)"
+
+
+@pytest.mark.slow
+def test_demo_prints_predictions_facts_and_both_tables(tmp_path: Path, capsys) -> None:
+    code, out, err = run_cli(capsys, "--quiet", "demo", "--n", "2", "--device", "cpu", "--out", str(tmp_path))
+    assert code == 0, err
+    assert "chelsea" in out and "same top-1 with and without GCM" in out
+    assert "gradient sign agreement" in out and "gradient norm ratio" in out
+    assert "the paper's protocol" in out and "BPDA PGD-Linf" in out and "Square-Linf" in out
+    assert "demo run time" in out
+    report = (tmp_path / "report.md").read_text()
+    assert "## Gradient facts" in report and "gradconceal demo reduces" not in report
+    assert "The quick demo halves the PGD steps" in report
+    spec = json.loads((tmp_path / "results.json").read_text())["spec"]
+    assert spec["models"][0]["name"] == "lite0" and [d["name"] for d in spec["defenses"]] == ["none", "gcm"]

@@ -127,7 +127,6 @@ def test_a_spec_without_adaptive_attacks_says_what_it_cannot_tell(tmp_path: Path
     assert "audit not run" in (tmp_path / "report.md").read_text()
 
 
-@pytest.mark.slow
 def test_results_json_reruns_to_the_same_numbers(report, tmp_path: Path) -> None:
     from gradconceal.evaluation.api import evaluate
 

@@ -16,7 +16,7 @@ import pytest
 
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.metrics import Rate, row_metrics, wilson_interval, worst_case
-from gradconceal.evaluation.spec import AttackPlan, load_spec
+from gradconceal.evaluation.spec import AttackPlan
 from gradconceal.evaluation.store import FolderLock, RecordStore, read_records, record_key
 
 # A small spec on the shipped Fashion-MNIST CNN: every kind of randomness the runner must seed per image
@@ -239,3 +239,41 @@ def test_resume_after_a_kill_gives_the_uninterrupted_numbers(reference, tmp_path
     assert numbers(resumed) == numbers(results)
     keys = [record_key(r) for r in read_records(path)]
     assert len(keys) == len(set(keys)), "a resumed run must not duplicate records"
+
+
+def test_accepted_labels_view_keeps_decisions_and_makes_attacks_leave_the_set() -> None:
+    import torch
+    from torch import nn
+
+    from gradconceal.attacks import PGD
+    from gradconceal.evaluation.labelsets import AcceptedLabels
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6)).eval()
+    x = torch.rand(64, 3, 2, 2)
+    accepted, label = [1, 4], 4
+    merged = AcceptedLabels(net, accepted, label)
+    with torch.no_grad():
+        plain, seen = net(x).argmax(1), merged(x).argmax(1)
+    assert torch.equal(torch.isin(plain, torch.tensor(accepted)), seen == label)
+    image = x[:1]
+    with torch.no_grad():
+        start = int(net(image).argmax(1))
+    twin = AcceptedLabels(net, [start, (start + 1) % 6], start)
+    result = PGD(twin, norm="linf", eps=1.0, steps=10, alpha=0.2).perturb(image, torch.tensor([start]))
+    with torch.no_grad():
+        final = int(net(result.adversarial).argmax(1))
+    assert bool(result.fooled[0]) == (final not in (start, (start + 1) % 6))
+
+
+def test_in_memory_models_are_evaluated_by_name(tmp_path: Path) -> None:
+    from gradconceal.evaluation.api import evaluate
+    from gradconceal.models.zoo import load_model
+
+    mine = load_model("fmnist-cnn").train()
+    spec = {**SMALL_SPEC, "models": ["mine"], "defenses": ["none"], "attacks": [SMALL_SPEC["attacks"][0]]}
+    results = evaluate(spec, tmp_path, quiet=True, plots=False, models={"mine": mine})
+    reference = evaluate({**spec, "models": ["fmnist-cnn"]}, tmp_path / "zoo", quiet=True, plots=False)
+    assert results.rows[0].model == "mine"
+    assert results.ar("mine", "vanilla", "FGSM") == reference.ar("fmnist-cnn", "vanilla", "FGSM")
+    assert mine.training and all(p.requires_grad for p in mine.parameters())  # given back as it came

@@ -28,8 +28,20 @@ pytestmark = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian package dataset-fashion-mnist is not installed"
 )
 
-# Two batches of 64 images per epoch, a quarter of the test set's first 256 images: about a second per epoch.
-TINY = dict(train_limit=128, test_limit=128, batch_size=64, progress=False)
+# Two batches of 64 training images per epoch, 64 test images: about a second per epoch.
+TINY = dict(train_limit=128, test_limit=64, batch_size=64, progress=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _read_fashion_mnist_once():
+    """Decompress the IDX files once per module instead of once per ``train`` call (it dominates tiny runs)."""
+    import functools
+
+    from gradconceal.training import trainer
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer, "load_split", functools.lru_cache(maxsize=None)(trainer.load_split))
+        yield
 
 
 def _weights(model: torch.nn.Module) -> dict:
@@ -61,7 +73,7 @@ def test_fixed_seed_gives_bit_identical_weights_and_leaves_global_rng_alone(tmp_
 
 
 def test_kill_after_one_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    settings = dict(preset="challenge", epochs=2, **TINY)
+    settings = dict(preset="challenge", epochs=2, **{**TINY, "train_limit": 64})
     straight = train("small:resnet", out_dir=tmp_path / "straight", **settings)
     stopped = train("small:resnet", out_dir=tmp_path / "split", stop_after=1, **settings)
     assert not stopped.finished and stopped.checkpoint is None
@@ -252,3 +264,31 @@ def test_config_round_trips_through_json():
     config = make_config("pgd", model="small:resnet", train_limit=20000)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     assert set(PRESETS) == {"default", "challenge", "pgd"}
+
+
+def test_trains_a_timm_model_on_an_imagenet_folder(tmp_path):
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for synset in ("n01440764", "n01443537"):
+            folder = tmp_path / split / synset
+            folder.mkdir(parents=True)
+            for index in range(3):
+                pixels = (torch.rand(64, 64, 3, generator=generator) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+    result = train(
+        "timm:test_resnet",
+        data=f"imagenet:{tmp_path / 'train'}",
+        test_data=f"imagenet:{tmp_path / 'val'}",
+        epochs=1,
+        batch_size=4,
+        fgsm=True,
+        out_dir=tmp_path / "run",
+        progress=False,
+    )
+    assert result.finished and result.test_images == 6
+    _, meta = read_checkpoint(result.checkpoint)
+    assert meta["architecture"] == "timm:test_resnet"
+    assert f"--test-data imagenet:{tmp_path / 'val'}" in meta["extra"]["command"]
+    assert load_model(str(result.checkpoint)).input_size == result.model.input_size

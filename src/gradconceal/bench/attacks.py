@@ -139,8 +139,8 @@ def run_case(ctx: BenchContext, model_name: str, source: str, batch: int, cases:
 
 
 def run(ctx: BenchContext) -> List[Row]:
-    """The Fashion-MNIST CNN at batch 128 for all three attacks; lite0 (batch 4) for PGD-Linf-10 in full mode."""
-    rows = run_case(ctx, "fmnist-cnn", "fashion-mnist", 128, attack_cases(l2_eps=1.5), ctx.repeats)
+    """The Fashion-MNIST CNN (batch 128; quick 64) for all three attacks; lite0 (batch 4) PGD-Linf-10 in full mode."""
+    rows = run_case(ctx, "fmnist-cnn", "fashion-mnist", ctx.pick(64, 128), attack_cases(l2_eps=1.5), ctx.repeats)
     if not ctx.quick:
         rows += run_case(ctx, "lite0", "photos", 4, attack_cases(l2_eps=8.0)[:1], max(3, ctx.repeats // 2))
     return rows

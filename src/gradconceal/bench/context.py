@@ -25,6 +25,10 @@ from gradconceal.errors import GradconcealError
 log = logging.getLogger(__name__)
 
 
+class BenchError(RuntimeError):
+    """A measurement could not be taken (a worker process failed); the suite reports it and goes on."""
+
+
 @dataclass
 class BenchContext:
     """Settings of one suite run plus a cache of models and image batches."""

@@ -22,7 +22,7 @@ def run(ctx: BenchContext) -> List[Row]:
     """PGD-Linf-10 (8/255) with early stop on and off, on the vanilla and the GCM model."""
     from gradconceal.attacks import PGD
 
-    cases = [("fmnist-cnn", "fashion-mnist", 128, ctx.repeats)]
+    cases = [("fmnist-cnn", "fashion-mnist", ctx.pick(64, 128), ctx.repeats)]
     if not ctx.quick:
         cases.append(("lite0", "photos", 4, 2))
     rows: List[Row] = []

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from gradconceal.bench.context import BenchContext, describe, machine_description
+from gradconceal.bench.context import BenchContext, BenchError, describe, machine_description
 from gradconceal.bench.results import Row, ratio_table, targets_summary
 from gradconceal.errors import GradconcealError, suggest
 
@@ -149,7 +149,7 @@ def run_suite(
             started = time.perf_counter()
             try:
                 found = module.run(ctx)
-            except GradconcealError as error:
+            except (GradconcealError, BenchError) as error:
                 errors[name] = str(error)
                 log.error("bench %s failed: %s", name, error)
                 found = []

@@ -28,24 +28,52 @@ EPILOG = """examples:
       PGD adversarial training at Linf 0.1 (the honest robust baseline) on 20k training images
   gradconceal train small:cnn --out runs/cnn --resume
       continue a run after a kill, from the last finished epoch (same settings; --threads may differ)
-  gradconceal train timm:resnet18 --data imagenet:/data/val --batch-size 64 --out runs/r18
-      any zoo model on an ImageNet-layout folder
+  gradconceal train timm:resnet18 --data imagenet:/data/train --test-data imagenet:/data/val --out runs/r18
+      any zoo model on ImageNet-layout folders (one folder per synset)
 
 FGSM/PGD examples are computed on the undefended model (GCM's gradient is noise); add GCM at test time.
 Checkpoints: OUT/epoch-NNNN.safetensors (+ .state.safetensors) every epoch, OUT/model.safetensors at the end.
 """
 
 _CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "mix": MIXES, "device": DEVICES}
-_OPTIONAL_TYPES = {"train_limit": int, "test_limit": int, "pgd_step_size": float}
+_OPTIONAL_TYPES = {"train_limit": int, "test_limit": int, "pgd_step_size": float, "test_data": str}
 _HELP = {
-    "data": "data source spec (default fashion-mnist)",
+    "data": "training data spec (default fashion-mnist; its train split, or the whole folder for imagenet:PATH)",
+    "test_data": "data spec for test accuracy (default: the test split of --data)",
+    "pretrained": "start from the zoo's pretrained weights (timm/torchvision models)",
     "epochs": "number of epochs",
-    "fgsm": "add the challenge recipe's FGSM pair (untargeted + targeted) to every batch",
-    "pgd": "add PGD-Linf adversarial examples to every batch (adversarial training)",
+    "batch_size": "images per batch",
+    "optimizer": "optimiser (challenge: adamax)",
+    "lr": "base learning rate",
+    "weight_decay": "weight decay",
+    "momentum": "SGD momentum (Nesterov when > 0)",
+    "schedule": "learning-rate schedule, per step: cosine to 0, step decay, or constant",
+    "step_milestones": "step schedule: fractions of all steps where the rate is multiplied by --step-gamma",
+    "step_gamma": "step schedule: decay factor",
+    "crop_padding": "random crop after zero padding by this many pixels (0: no crop)",
+    "hflip": "random horizontal flips",
+    "erasing": "probability of random erasing per image",
+    "mix": "CutMix or MixUp (chosen at random) on the clean loss term",
+    "mix_prob": "probability that a batch is mixed",
+    "cutmix_alpha": "CutMix Beta(alpha, alpha)",
+    "mixup_alpha": "MixUp Beta(alpha, alpha)",
+    "label_smoothing": "label smoothing of every cross-entropy term",
     "clean_weight": "weight of the clean (or CutMix/MixUp) loss term; 0 trains on adversarial examples only",
+    "fgsm": "add the challenge recipe's FGSM pair (untargeted + targeted) to every batch",
+    "fgsm_eps_min": "smallest FGSM eps (pixels in [0, 1])",
+    "fgsm_eps_max": "largest FGSM eps",
+    "fgsm_eps_count": "number of evenly spaced eps values; one is drawn per batch",
+    "fgsm_weight": "loss weight of each FGSM term",
+    "fgsm_targeted": "include the targeted FGSM example (toward a random other class)",
+    "pgd": "add PGD-Linf adversarial examples to every batch (adversarial training)",
+    "pgd_eps": "PGD Linf budget (pixels in [0, 1])",
+    "pgd_steps": "PGD iterations",
+    "pgd_step_size": "PGD step size ('none': 2.5 * eps / steps)",
+    "pgd_weight": "loss weight of the PGD term",
+    "seed": "seed of all training randomness",
     "train_limit": "use only the first N training images ('none' for all)",
     "test_limit": "evaluate on the first N test images ('none' for all)",
-    "pretrained": "start from the zoo's pretrained weights (timm/torchvision models)",
+    "device": "auto (CUDA when available), cpu or cuda",
     "amp": "mixed precision on CUDA (ignored on CPU)",
 }
 

@@ -15,7 +15,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 from torch import nn
 
@@ -80,6 +80,15 @@ def evaluate(
     out = Path(out_dir if out_dir is not None else DEFAULT_OUT)
     started = time.perf_counter()
     runner = Runner(spec, out, quiet=quiet, models=models)
+    try:
+        return _evaluate(runner, spec, out, original, spec_or_path, started, plots, extra_info)
+    finally:
+        runner.restore_user_models()
+
+
+def _evaluate(runner: Runner, spec: EvalSpec, out: Path, original: Optional[Dict[str, Any]], source: Any,
+              started: float, plots: bool, extra_info: Optional[Mapping[str, Any]]) -> Results:
+    """Run, compute the numbers, audit, plot and write the report (rank 0)."""
     records = runner.run()
     rows = [
         row_metrics(m.label, d.label, group_records(records, m.label, d.label, runner.n_images), runner.plans,
@@ -97,7 +106,7 @@ def evaluate(
         info["plots"] = _plots(results, runner, records)
     if original is not None:
         differences = compare(original["rows"], results.to_dict()["rows"])
-        info["reproduction"] = {"of": str(spec_or_path), "equal": not differences, "differences": differences}
+        info["reproduction"] = {"of": str(source), "equal": not differences, "differences": differences}
     info["runtime_s"] = time.perf_counter() - started
     from gradconceal.evaluation.report import write_report
 
@@ -116,7 +125,9 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
         notes.append(
             "Images have sets of accepted labels (e.g. a tabby photo: 281 tabby, 282 tiger cat, 285 Egyptian cat); a "
             "prediction is correct when it is in the set. Each attack pushes away from the model's clean prediction "
-            "when that is accepted, else from the image's primary label."
+            "when that is accepted, else from the image's primary label, and sees the accepted labels merged into "
+            "that one class (their highest logit), so it succeeds only by leaving the set; images with several "
+            "accepted labels are attacked one at a time for this."
         )
     for defense in spec.defenses:
         if defense.random:
@@ -138,6 +149,10 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
     if spec.cascade:
         notes.append("Cascade: each attack ran only on the images still robust after the attacks before it, so each "
                      "attack's column is cumulative (AutoAttack style); only the worst case is comparable across specs.")
+    in_memory = [m.label for m in spec.models if m.name in runner.user_models]
+    if in_memory:
+        notes.append(f"Model(s) {', '.join(in_memory)} were passed in memory: reproduce with "
+                     "evaluate('results.json', models={...}) giving the same models under the same names.")
     done = runner.stats["computed_records"]
     notes.append(f"This run computed {done} record(s); the rest were already in the output folder (resumed).")
     return {
@@ -209,10 +224,17 @@ def _gallery_items(row: RowMetrics, results: Results, runner: Runner, records: M
     def name(label: Optional[int]) -> str:
         if label is None:
             return "?"
-        return f"{names[label]} ({label})" if names and 0 <= label < len(names) else str(label)
+        if names and 0 <= label < len(names):
+            return f"{names[label].split(',')[0]} ({label})"
+        return str(label)
 
-    strength = sorted((m.ar.value if m.ar.value is not None else 1.0, order, label)
-                      for order, (label, m) in enumerate(row.attacks.items()) if m is not None)
+    # Strongest = lowest AR; among equally strong attacks, the smallest perturbation relative to its budget.
+    plans = {p.label: p for p in results.plans}
+    strength = sorted(
+        (m.ar.value if m.ar.value is not None else 1.0,
+         (m.mean_norm / plans[label].eps) if m.mean_norm is not None and plans[label].eps else float("inf"),
+         order, label)
+        for order, (label, m) in enumerate(row.attacks.items()) if m is not None)
     items = []
     for index in range(min(results.spec.gallery, runner.n_images)):
         clean_record = records.get((row.model, row.defense, "clean", index))
@@ -222,15 +244,16 @@ def _gallery_items(row: RowMetrics, results: Results, runner: Runner, records: M
         if not clean_record["correct"]:
             item["note"] = "misclassified without attack"
         else:
-            item["note"] = "robust to every attack of the table"
-            for _, _, label in strength:
+            item["note"] = "no attack of the table fools the model with its saved (8-bit) image"
+            for _, _, _, label in strength:
                 record = records.get((row.model, row.defense, label, index))
                 png = adversarial_path(results.out_dir, row.model, row.defense, label, index)
-                if record and record["status"] == "attacked" and not record["correct"] and png.is_file():
+                # the PNG is the 8-bit image: show it only where it still fools the model after rounding
+                if record and record["status"] == "attacked" and record.get("correct_8bit") is False and png.is_file():
                     with Image.open(png) as image:
                         array = np.asarray(image, dtype=np.float32) / 255.0
                     item["adversarial"] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-                    item["adversarial_name"] = name(record["adv_pred"])
+                    item["adversarial_name"] = name(record["adv_pred_8bit"])
                     item["attack"] = label
                     break
         items.append(item)

@@ -7,11 +7,12 @@ settings and bad values are caught with the attack library's own messages.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
 from gradconceal.errors import GradconcealError, suggest
+from gradconceal.evaluation.labelsets import AcceptedLabels
 from gradconceal.evaluation.spec import AttackPlan, DefenseEntry, EvalSpec
 
 _GRADIENT_FREE = ("square",)
@@ -135,21 +136,28 @@ def _undefended(defended: nn.Module) -> nn.Module:
     return nn.Sequential(normalize, base).eval()
 
 
-def build_attack(plan: AttackPlan, defended: nn.Module) -> Any:
+def build_attack(plan: AttackPlan, defended: nn.Module, accepted: Optional[Sequence[int]] = None,
+                 label: Optional[int] = None) -> Any:
     """The attack object of a plan on a defended model, through the plan's view of it.
 
     Transfer attacks craft on the undefended model (the defended model's ``base``); BPDA applies only where
-    the defence has a concealment layer (elsewhere the plain model is the same function).
+    the defence has a concealment layer (elsewhere the plain model is the same function). With several
+    ``accepted`` labels (one image), the attack sees them merged into ``label`` (``AcceptedLabels``).
     """
     from gradconceal.attacks import adaptive_view, create_attack
+
+    def seen(model: nn.Module) -> nn.Module:
+        if accepted is None or len(accepted) < 2:
+            return model
+        return AcceptedLabels(model, accepted, int(label if label is not None else accepted[0]))
 
     settings = {k: v for k, v in plan.settings.items() if k not in _VIEW_SETTINGS}
     if plan.attack == "transfer" or plan.view == "transfer":
         extra = {} if plan.attack == "transfer" else {"attack": plan.attack}
-        return create_attack("transfer", defended, surrogate=_undefended(defended), **extra, **settings)
+        return create_attack("transfer", seen(defended), surrogate=seen(_undefended(defended)), **extra, **settings)
     bpda = "bpda" in plan.view and getattr(defended, "concealment", None) is not None
     eot_samples = int(plan.settings.get("eot_samples", 1)) if "eot" in plan.view else 1
     if not bpda and eot_samples == 1:
-        return create_attack(plan.attack, defended, **settings)
-    view = adaptive_view(defended, bpda=bpda, eot_samples=eot_samples).train(defended.training)
+        return create_attack(plan.attack, seen(defended), **settings)
+    view = adaptive_view(seen(defended), bpda=bpda, eot_samples=eot_samples).train(defended.training)
     return create_attack(plan.attack, view, **settings)

@@ -99,7 +99,8 @@ def plot_ar_bars(results: Results, path: Path) -> Path:
                 values, spans = _errors([rate])
                 ax.bar(position, values[0], width, yerr=spans, capsize=2, color=colour[defense],
                        hatch="///" if hatched else None, edgecolor="black" if hatched else colour[defense],
-                       linewidth=0.5, error_kw={"elinewidth": 0.8})
+                       linewidth=0.5, error_kw={"elinewidth": 0.8, "ecolor": "#555555"})
+                ax.text(position, values[0] + 1, f"{values[0]:.0f}", ha="center", va="bottom", fontsize=6)
         if white:
             ax.axvline(split, color="black", linestyle="--", linewidth=0.8)
             ax.text(split - 0.1, 104, "the paper's attacks (hatched: the same attack through BPDA)", ha="right",

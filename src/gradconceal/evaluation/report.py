@@ -64,9 +64,9 @@ def _worst_cell(value: Optional[Tuple[Rate, Rate]], robust: bool = False) -> str
 def _verdict(results: Results, row: RowMetrics) -> str:
     audit = results.info.get("audit") or {}
     entry = audit.get(f"{row.model}/{row.defense}")
-    if entry is None:
-        return "audit not run"
-    return str(entry.get("verdict") or entry.get("note") or "audit not run")
+    if entry is None or not entry.get("verdict"):
+        return "not run"
+    return str(entry["verdict"])
 
 
 def markdown_table(results: Results, *, robust: bool = False) -> str:

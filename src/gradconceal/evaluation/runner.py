@@ -30,6 +30,9 @@ from gradconceal.evaluation.store import FolderLock, Key, RecordStore, record_ke
 
 log = logging.getLogger(__name__)
 
+# Bumped whenever the meaning of a record changes, so that a resume never mixes the two.
+RECORDS_VERSION = 1
+
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -187,18 +190,18 @@ class Runner:
         *,
         quiet: bool = False,
         models: Optional[Mapping[str, nn.Module]] = None,
-        dataset: Optional[Any] = None,
     ) -> None:
         self.spec = spec
         self.out_dir = Path(out_dir)
         self.quiet = quiet
         self.user_models = dict(models or {})
-        self.dataset = dataset
+        self.dataset: Any = None
         self.plans: List[AttackPlan] = []
         self.dist = Distributed()
         self.device = torch.device("cpu")
         self.defended: Dict[Tuple[str, str], DefendedModel] = {}
         self.class_names: Dict[str, Optional[List[str]]] = {}
+        self._restore: List[Any] = []
         self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
 
     # setup ---------------------------------------------------------------------------------------------
@@ -206,8 +209,7 @@ class Runner:
         """Load the data and resolve the attacks (all validation that needs no model)."""
         from gradconceal.data import load_dataset
 
-        if self.dataset is None:
-            self.dataset = load_dataset(self.spec.data.source, split=self.spec.data.split, limit=self.spec.data.n)
+        self.dataset = load_dataset(self.spec.data.source, split=self.spec.data.split, limit=self.spec.data.n)
         available = len(self.dataset)
         if self.spec.data.n is not None and self.spec.data.n > available:
             raise GradconcealError(f"data.n is {self.spec.data.n}, but {self.spec.data.source} has only {available} "
@@ -224,6 +226,7 @@ class Runner:
     def _job_config(self, model: ModelEntry, defense: DefenseEntry, plan: Optional[AttackPlan]) -> Dict[str, Any]:
         user = model.name in self.user_models
         return {
+            "records_version": RECORDS_VERSION,
             "model": {"in_memory": model.name} if user else model.to_dict(),
             "defense": defense.to_dict(),
             "attack": plan.config() if plan else CLEAN_LABEL,
@@ -252,6 +255,7 @@ class Runner:
     def _load_model(self, entry: ModelEntry) -> nn.Module:
         if entry.name in self.user_models:
             model = self.user_models[entry.name]
+            self._remember(model)
         else:
             from gradconceal.models.zoo import load_model
 
@@ -268,6 +272,27 @@ class Runner:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         return model
+
+    def _remember(self, model: nn.Module) -> None:
+        """Note a caller's model's mode, device, dtype and requires_grad flags, to give it back unchanged."""
+        first = next(iter(model.parameters()), None)
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        training = model.training
+        place = (first.device, first.dtype) if first is not None else None
+
+        def restore() -> None:
+            model.train(training)
+            if place is not None:
+                model.to(*place)
+            for parameter, flag in flags:
+                parameter.requires_grad_(flag)
+
+        self._restore.append(restore)
+
+    def restore_user_models(self) -> None:
+        """Give the caller's in-memory models back as they came (mode, device, dtype, requires_grad)."""
+        while self._restore:
+            self._restore.pop()()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.spec.dtype in ("bfloat16", "float16"):
@@ -347,15 +372,23 @@ class Runner:
         store.append(skipped)
         if not todo:
             return
-        attack = build_attack(plan, defended)
         keep = plan.keep or self.spec.keep_adversarial
         started = time.perf_counter()
-        # A random defence draws once per forward for the whole batch it sees; attacks shrink their batch as
-        # samples are fooled, so only one image per call keeps each image's draws its own (batch-independent).
-        step = 1 if defense.random else self.spec.batch_size
+        # A random defence draws once per forward for the whole batch it sees, and an image with several
+        # accepted labels needs its own view of the model: both are attacked one image at a time (attacks
+        # shrink their batch as samples are fooled, so only then does each image keep its own draws).
+        single = [[i] for i in todo if defense.random or len(clean[i]["accepted"]) > 1]
+        single_set = {batch[0] for batch in single}
+        rest = [i for i in todo if i not in single_set]
+        batches = single + [rest[s:s + self.spec.batch_size] for s in range(0, len(rest), self.spec.batch_size)]
+        shared = build_attack(plan, defended) if rest else None
         with self._bar(len(todo), f"{model.label}/{defense.label} {plan.label}") as bar:
-            for start in range(0, len(todo), step):
-                batch = todo[start:start + step]
+            for batch in batches:
+                if batch[0] in single_set:
+                    first = clean[batch[0]]
+                    attack = build_attack(plan, defended, first["accepted"], int(first["label"]))
+                else:
+                    attack = shared
                 seeds = sample_seeds(self.spec.seed, batch)
                 images = self._images(batch)
                 labels = torch.tensor([int(clean[i]["label"]) for i in batch], device=self.device)

@@ -24,6 +24,7 @@ class TrainConfig:
 
     model: str = "small:cnn"
     data: str = "fashion-mnist"
+    test_data: Optional[str] = None
     pretrained: bool = False
     epochs: int = 5
     batch_size: int = 128

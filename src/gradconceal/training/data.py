@@ -21,11 +21,20 @@ log = logging.getLogger(__name__)
 IN_MEMORY_BYTES = 2 * 1024**3
 
 
+# Sources that are one set of images (a folder): the spec itself says which images, there is no split.
+SINGLE_SET_SOURCES = ("imagenet", "photos")
+
+
+def is_single_set(spec: str) -> bool:
+    """True for data sources without train/test splits (an ImageNet-layout folder, the sample photos)."""
+    return spec.partition(":")[0] in SINGLE_SET_SOURCES
+
+
 def load_split(spec: str, split: str, limit: Optional[int]) -> Dataset:
-    """The ``split`` ("train" or "test") of the data source ``spec`` through ``gradconceal.data.load_dataset``."""
+    """The ``split`` ("train" or "test") of ``spec`` via ``gradconceal.data.load_dataset``; a folder is its own split."""
     from gradconceal.data import load_dataset
 
-    return load_dataset(spec, split=split, limit=limit)
+    return load_dataset(spec, split="test" if is_single_set(spec) else split, limit=limit)
 
 
 class BatchSource:
@@ -40,6 +49,7 @@ class BatchSource:
         if size == 0:
             raise GradconcealError(f"data set {getattr(dataset, 'name', '?')!r} is empty")
         first, _ = dataset[0]
+        self.image_size = tuple(int(v) for v in first.shape)
         if size * first.numel() * 4 <= IN_MEMORY_BYTES:
             self.images, self.labels = _stack(dataset)
 

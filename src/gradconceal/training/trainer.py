@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ from gradconceal.models.pixel import PixelModel
 from gradconceal.training.adversarial import eval_mode, fgsm_pair, pgd_linf, random_other_classes, undefended
 from gradconceal.training.augment import Augmenter
 from gradconceal.training.config import TrainConfig, make_config, to_command
-from gradconceal.training.data import BatchSource, load_split
+from gradconceal.training.data import BatchSource, is_single_set, load_split
 from gradconceal.training.optim import build_optimizer, build_scheduler
 from gradconceal.training.state import LoopState, load_training_state, read_pointer, save_training_state
 
@@ -123,7 +123,8 @@ def train(
     (its config must match). ``stop_after`` ends this call after that many epochs (resume later). When all
     epochs are done, ``out_dir/model.safetensors`` (and ``export`` if given) hold the final model with its
     config, test accuracy, wall time and the command that retrains it in the metadata. A DefendedModel is
-    trained through its undefended ``base``; defences such as GCM act at test time only.
+    trained through its undefended ``base``; defences such as GCM act at test time only. The trained model is
+    returned in eval mode.
     """
     if stop_after is not None and (not isinstance(stop_after, int) or stop_after < 1):
         raise GradconcealError(f"stop_after must be an integer >= 1 or None, got {stop_after!r}")
@@ -142,7 +143,10 @@ def train(
     out = Path(out_dir)
     device = resolve_device(config.device)
     train_source = BatchSource(load_split(config.data, "train", config.train_limit))
-    test_source = BatchSource(load_split(config.data, "test", config.test_limit))
+    if config.test_data is None and is_single_set(config.data):
+        log.warning("data %r has no test split: test accuracy is measured on the training images; "
+                    "pass test_data (--test-data) for a held-out folder", config.data)  # fmt: skip
+    test_source = BatchSource(load_split(config.test_data or config.data, "test", config.test_limit))
     num_classes = net.num_classes
     if num_classes is None and train_source.labels is not None:
         num_classes = int(train_source.labels.max()) + 1
@@ -155,33 +159,17 @@ def train(
     precision = _Precision(config.amp, device)
     generator = torch.Generator().manual_seed(config.seed)
     loop = _start_or_resume(out, resume, config, net, optimizer, scheduler, precision, generator)
-    augmenter = Augmenter(config, net.input_size, num_classes)
+    augmenter = Augmenter(config, train_source.image_size, num_classes)
     first_epoch = loop.epoch
     test_accuracy = loop.history[-1]["test_accuracy"] if loop.history else None
     for epoch in range(loop.epoch, config.epochs):
         if stop_after is not None and epoch - first_epoch >= stop_after:
             break
         started = time.perf_counter()
-        order = torch.randperm(len(train_source), generator=generator)
-        net.train()
-        totals = {"loss": 0.0, "correct": 0.0, "seen": 0}
-        bar = tqdm(
-            train_source.batches(order, config.batch_size),
-            total=steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{config.epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for images, labels in bar:
-            step_seed = int(torch.randint(0, 2**62, (), generator=generator))
-            loss, correct = _train_step(
-                net, images, labels, config, augmenter, optimizer, precision, device, num_classes, step_seed
-            )
-            scheduler.step()
-            totals["loss"] += loss * len(labels)
-            totals["correct"] += correct
-            totals["seen"] += len(labels)
-            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}")
+        loss, accuracy = _run_epoch(
+            net, train_source, config, augmenter, optimizer, scheduler, precision, device, num_classes, generator,
+            desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress,
+        )  # fmt: skip
         test_accuracy = evaluate_accuracy(net, test_source, device, precision.autocast)
         elapsed = time.perf_counter() - started
         loop.epoch = epoch + 1
@@ -190,8 +178,8 @@ def train(
         loop.history.append(
             {
                 "epoch": epoch + 1,
-                "train_loss": totals["loss"] / totals["seen"],
-                "train_accuracy": totals["correct"] / totals["seen"],
+                "train_loss": loss,
+                "train_accuracy": accuracy,
                 "test_accuracy": test_accuracy,
                 "seconds": elapsed,
             }
@@ -223,7 +211,42 @@ def train(
     )
     if result.finished:
         result.checkpoint = _write_final(result, out, preset, export)
+    net.eval()
     return result
+
+
+def _run_epoch(
+    net: PixelModel,
+    source: BatchSource,
+    config: TrainConfig,
+    augmenter: Augmenter,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    precision: "_Precision",
+    device: torch.device,
+    num_classes: int,
+    generator: torch.Generator,
+    *,
+    desc: str,
+    progress: bool,
+) -> Tuple[float, float]:
+    """One pass over the training data in an order drawn from ``generator``; returns (mean loss, accuracy)."""
+    order = torch.randperm(len(source), generator=generator)
+    net.train()
+    totals = {"loss": 0.0, "correct": 0.0, "seen": 0}
+    steps = math.ceil(len(source) / config.batch_size)
+    bar = tqdm(source.batches(order, config.batch_size), total=steps, desc=desc, disable=not progress, leave=False)
+    for images, labels in bar:
+        step_seed = int(torch.randint(0, 2**62, (), generator=generator))
+        loss, correct = _train_step(
+            net, images, labels, config, augmenter, optimizer, precision, device, num_classes, step_seed
+        )
+        scheduler.step()
+        totals["loss"] += loss * len(labels)
+        totals["correct"] += correct
+        totals["seen"] += len(labels)
+        bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}", acc=f"{totals['correct'] / totals['seen']:.3f}")
+    return totals["loss"] / totals["seen"], totals["correct"] / totals["seen"]
 
 
 def _start_or_resume(
@@ -271,7 +294,7 @@ def _train_step(
     device: torch.device,
     num_classes: int,
     step_seed: int,
-) -> tuple:
+) -> Tuple[float, float]:
     """One optimiser step; returns (loss, number of correct predictions on the first loss term)."""
     cuda_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda_devices):

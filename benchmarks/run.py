@@ -1,0 +1,81 @@
+"""Run every gradconceal benchmark with one command and print the ratio table and how to reproduce it.
+
+    python benchmarks/run.py --quick          # under 5 minutes on a 2-core CPU
+    python benchmarks/run.py --out bench-out  # everything, under 20 minutes on a 2-core CPU
+
+It runs the measurements of ``gradconceal bench`` (GCM overhead, attack speed against torchattacks and
+the bare loop, early stop, Square queries, C&W/APGD, memory, the runner, scaling, GPU) in one process,
+then the attack engine's own PGD-Linf comparison, ``benchmarks/bench_attacks.py``, when it is present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+HERE = Path(__file__).resolve().parent
+
+
+def _bench_attacks(quick: bool) -> Optional[str]:
+    """Output of ``benchmarks/bench_attacks.py`` (with --quick when it takes one), or None if it is absent."""
+    script = HERE / "bench_attacks.py"
+    if not script.is_file():
+        return None
+    command = [sys.executable, str(script)]
+    if quick:
+        helptext = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120, check=False)
+        if "--quick" in helptext.stdout:
+            command.append("--quick")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
+    text = done.stdout.strip()
+    if done.returncode != 0:
+        text += f"\n(exit {done.returncode})\n{done.stderr.strip()[-2000:]}"
+    return f"$ {' '.join(shlex.quote(c) for c in command)}\n{text}"
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Parse the flags, run the suite, print the table, the summary and the reproducing command."""
+    from gradconceal.bench.suite import BENCHMARKS, run_suite
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats (under 5 minutes)")
+    parser.add_argument("--out", metavar="DIR", help="write bench.json, table.md, scaling.png and profiles here")
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=[], help=f"subset of: {', '.join(BENCHMARKS)}")
+    parser.add_argument("--repeats", type=int, metavar="N", help="timed rounds per comparison")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="torch intra-op threads (default: 1)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (default: cpu)")
+    parser.add_argument("--skip-bench-attacks", action="store_true", help="do not run benchmarks/bench_attacks.py")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    parts = ["python", "benchmarks/run.py"] + (["--quick"] if args.quick else [])
+    parts += (["--only", *args.only] if args.only else []) + (["--repeats", str(args.repeats)] if args.repeats else [])
+    parts += (["--threads", str(args.threads)] if args.threads != 1 else [])
+    parts += (["--device", args.device] if args.device != "cpu" else []) + (["--out", args.out] if args.out else [])
+    command = " ".join(shlex.quote(p) for p in parts)
+
+    started = time.perf_counter()
+    result = run_suite(args.only, quick=args.quick, out_dir=Path(args.out) if args.out else None,
+                       repeats=args.repeats, threads=args.threads, device=args.device, command=command)
+    extra = None if args.skip_bench_attacks or args.only else _bench_attacks(args.quick)
+    print(result.table())
+    print()
+    if extra is not None:
+        print("PGD-Linf from the attack engine's own benchmark:")
+        print(extra)
+        print()
+        if args.out:
+            (Path(args.out) / "bench_attacks.txt").write_text(extra + "\n", encoding="utf-8")
+    print(result.summary())
+    print(f"wall time of this command: {time.perf_counter() - started:.0f} s")
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
