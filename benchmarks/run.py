@@ -22,16 +22,18 @@ from typing import List, Optional
 HERE = Path(__file__).resolve().parent
 
 
-def _bench_attacks(quick: bool) -> Optional[str]:
-    """Output of ``benchmarks/bench_attacks.py`` (with --quick when it takes one), or None if it is absent."""
+def _bench_attacks(quick: bool, threads: int, repeats: Optional[int]) -> Optional[str]:
+    """Output of ``benchmarks/bench_attacks.py`` at this run's threads and a batch that fits the time budget."""
     script = HERE / "bench_attacks.py"
     if not script.is_file():
         return None
     command = [sys.executable, str(script)]
-    if quick:
-        helptext = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120, check=False)
-        if "--quick" in helptext.stdout:
-            command.append("--quick")
+    helptext = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120, check=False).stdout
+    wanted = {"--threads": str(threads), "--batch": "64" if quick else "128",
+              "--repeats": str(repeats or (3 if quick else 5))}
+    for flag, value in wanted.items():
+        if flag in helptext:
+            command += [flag, value]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1200, check=False)
     text = done.stdout.strip()
     if done.returncode != 0:
@@ -63,7 +65,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.perf_counter()
     result = run_suite(args.only, quick=args.quick, out_dir=Path(args.out) if args.out else None,
                        repeats=args.repeats, threads=args.threads, device=args.device, command=command)
-    extra = None if args.skip_bench_attacks or args.only else _bench_attacks(args.quick)
+    extra = None if args.skip_bench_attacks or args.only else _bench_attacks(args.quick, args.threads, args.repeats)
     print(result.table())
     print()
     if extra is not None:

@@ -217,3 +217,54 @@ def test_eot_view_finds_random_layers_and_averages_draws(model, data):
     spec = next(s for s in preset("adaptive", (1, 28, 28)) if s.view == "bpda+eot")
     assert spec.applies_to(randomized) and not spec.applies_to(conceal(model))
     assert create_attack("pgd", view, eps=0.1).threat.eps == 0.1
+
+
+def test_sparse_l1_step_is_stronger_than_the_papers_dense_step(model, data, paper):
+    images, labels = data
+    dense = paper["PGD-L1"].build(model).perturb(images, labels).robust_accuracy
+    sparse_spec = {s.label: s for s in preset("paper-l1-sparse", (1, 28, 28))}["PGD-L1 (sparse)"]
+    sparse = sparse_spec.build(model).perturb(images, labels).robust_accuracy
+    assert sparse < dense - 0.1
+
+
+def test_targeted_attack_reaches_the_given_targets(model, data):
+    images, labels = data[0][:64], data[1][:64]
+    targets = (labels + 1) % 10
+    result = PGD(model, eps=32 / 255, steps=20, alpha=4 / 255, targeted=True).perturb(
+        images, labels, target_labels=targets)
+    with torch.no_grad():
+        reached = model(result.adversarial).argmax(1) == targets
+    assert torch.equal(result.fooled, reached & result.clean_correct)
+    assert result.fooled.float().mean() > 0.6
+    assert torch.equal(result.targets, targets)
+
+
+def test_apgd_is_at_least_as_strong_as_pgd(model, data):
+    images, labels = data
+    pgd = PGD(model, eps=6 / 255, steps=20, alpha=1 / 255).perturb(images, labels).robust_accuracy
+    apgd = APGD(model, eps=6 / 255, steps=20).perturb(images, labels).robust_accuracy
+    apgd_t = create_attack("apgd-t", model, eps=6 / 255, steps=20, n_target_classes=3).perturb(images, labels)
+    assert apgd <= pgd + 0.02
+    assert apgd_t.robust_accuracy <= pgd + 0.02
+
+
+def test_eot_steps_along_the_mean_of_the_per_draw_loss_gradients(model, data):
+    images, labels = data[0][:16], data[1][:16]
+
+    def randomized():
+        return DefendedModel(model, [RandomResizePad(28, 22, seed=3)])
+
+    result = FGSM(adaptive_view(randomized(), bpda=False, eot_samples=4), eps=8 / 255).perturb(images, labels)
+    replay = randomized()
+    with torch.no_grad():
+        correct = replay(images).argmax(1) == labels  # the attack's clean check uses the first draw
+    x = images[correct].clone().requires_grad_(True)
+    grads = []
+    for _ in range(4):  # then one draw per EOT sample
+        loss = torch.nn.functional.cross_entropy(replay(x), labels[correct], reduction="sum")
+        grads.append(torch.autograd.grad(loss, x)[0])
+    expected = (images[correct] + 8 / 255 * torch.stack(grads).mean(0).sign()).clamp(0, 1)
+    assert torch.equal(result.clean_correct, correct)
+    same = (result.adversarial[correct] - expected).abs() < 1e-6
+    assert same.float().mean() > 0.999
+    assert (result.grad_evals[correct] == 4).all()

@@ -131,22 +131,22 @@ class RunState:
         labels = self.labels[rows]
         targets = self.targets[rows] if self.targets is not None else None
         x = x.detach().requires_grad_(True)
-        total: Optional[Tensor] = None
-        values_sum: Optional[Tensor] = None
-        logits = x
-        for _ in range(self.eot_samples):
-            with torch.enable_grad():
-                logits = self.model(x)
-                values = attack_loss(loss or self.loss, logits, labels, targets)
-            (grad,) = torch.autograd.grad(values.sum(), x)
-            total = grad if total is None else total.add_(grad)
-            values_sum = values.detach() if values_sum is None else values_sum.add_(values.detach())
-        assert total is not None and values_sum is not None
+        values, grad, logits = self._draw(x, labels, targets, loss or self.loss)
         if self.eot_samples > 1:
-            total.div_(self.eot_samples)
-            values_sum.div_(self.eot_samples)
+            for _ in range(self.eot_samples - 1):
+                more_values, more_grad, logits = self._draw(x, labels, targets, loss or self.loss)
+                values, grad = values.add_(more_values), grad.add_(more_grad)
+            values, grad = values.div_(self.eot_samples), grad.div_(self.eot_samples)
         self.grad_evals.index_add_(0, rows, torch.full_like(rows, self.eot_samples))
-        return values_sum, total, logits.detach()
+        return values, grad, logits
+
+    def _draw(self, x: Tensor, labels: Tensor, targets: Optional[Tensor], loss: str) -> Tuple[Tensor, Tensor, Tensor]:
+        """One forward + backward: (loss per sample, its input gradient, logits), no graph kept."""
+        with torch.enable_grad():
+            logits = self.model(x)
+            values = attack_loss(loss, logits, labels, targets)
+        (grad,) = torch.autograd.grad(values.sum(), x)
+        return values.detach(), grad, logits.detach()
 
     def logits(self, rows: Tensor, x: Tensor) -> Tensor:
         """Logits at ``x`` for ``rows`` without a gradient (one query each)."""

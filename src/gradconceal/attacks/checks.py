@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from gradconceal.attacks.threat import parse_number
 from gradconceal.errors import GradconcealError, suggest
 
 IMAGE_DTYPES = (torch.float32, torch.float64)
@@ -39,8 +40,6 @@ def choice(name: str, value: object, choices: Sequence[str]) -> str:
 
 def positive_number(name: str, value: object) -> float:
     """A finite number > 0 (strings such as '2/255' accepted)."""
-    from gradconceal.attacks.threat import parse_number
-
     number = parse_number(value, name)
     if number <= 0:
         raise GradconcealError(f"{name} must be > 0, got {value!r}")

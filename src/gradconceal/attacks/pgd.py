@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from gradconceal.attacks import checks
 from gradconceal.attacks.base import Attack, RunState
 from gradconceal.attacks.geometry import ascent_direction, project_l1_box, random_in_ball, sparse_l1_direction
-from gradconceal.attacks.threat import Number, lp_norms
+from gradconceal.attacks.threat import Number
 from gradconceal.errors import GradconcealError
 
 L1_STEPS = ("dense", "sparse")
@@ -111,7 +111,5 @@ class PGD(Attack):
             k = math.ceil(self.l1_sparsity * grad[0].numel())
             moved = x + self.alpha * sparse_l1_direction(grad, x, k)
             return origin + project_l1_box(moved - origin, origin, eps)
-        moved = (x + self.alpha * ascent_direction(grad, "l1")).clamp_(0.0, 1.0)
-        delta = moved - origin
-        factor = (eps / lp_norms(delta, "l1").clamp_min(1e-30)).clamp(max=1.0).to(delta.dtype)
-        return origin + delta * factor.view(-1, 1, 1, 1)
+        # ART's order: step, clip to the box, then rescale into the ball (which keeps it in the box)
+        return self.threat.project(origin, (x + self.alpha * ascent_direction(grad, "l1")).clamp_(0.0, 1.0))

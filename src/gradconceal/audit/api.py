@@ -65,7 +65,10 @@ def audit(
         n = None if source == "photos" else DEFAULT_IMAGES
     images = load_audit_data(data, n, target.model)
     device = model_device(target.model)
-    images.images, images.labels = images.images.to(device), images.labels.to(device)
+    # Channels-last pixels run depthwise convolutions (EfficientNet, ConvNeXt) several times faster on CPU;
+    # the numbers do not change.
+    images.images = images.images.to(device).contiguous(memory_format=torch.channels_last)
+    images.labels = images.labels.to(device)
     per_image = int(images.images[0].numel())
     quick_count = min(len(images), QUICK_IMAGES_LARGE if per_image >= 100_000 else QUICK_IMAGES_SMALL)
     judge = target.reference if target.reference is not None else target.model

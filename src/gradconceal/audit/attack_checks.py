@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,17 +75,19 @@ def run_attack_checks(
     checks: List[CheckResult] = []
     started = time.perf_counter()
     fgsm = attack(lambda e: FGSM(model, eps=e, seed=seed))
-    pgd = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed))
+    pgd = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1))
     checks.append(_iterative_vs_single(fgsm, pgd, time.perf_counter() - started))
 
     started = time.perf_counter()
-    sweep = {eps: pgd}
-    for factor in SWEEP_FACTORS:
-        budget = min(1.0, eps * factor)
-        if budget not in sweep:
-            sweep[budget] = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed), budget=budget)
-    if 1.0 not in sweep:
-        sweep[1.0] = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed), budget=1.0)
+    sweep: Dict[float, Optional[Outcome]] = {eps: pgd}
+    for budget in sorted({min(1.0, eps * factor) for factor in SWEEP_FACTORS} | {1.0}):
+        if budget in sweep:
+            continue
+        if budget < eps and not bool(pgd.robust.any()):
+            sweep[budget] = None  # nothing stands at eps, so a smaller budget cannot break monotonicity
+            continue
+        sweep[budget] = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1),
+                               budget=budget)
     checks.append(_eps_sweep(sweep, time.perf_counter() - started))
 
     standing = (pgd.robust & ~fgsm.fooled).nonzero().flatten()
@@ -93,7 +95,7 @@ def run_attack_checks(
 
     started = time.perf_counter()
     if n_standing:
-        square = attack(lambda e: Square(model, eps=e, n_queries=SQUARE_QUERIES[size], seed=seed), standing)
+        square = attack(lambda e: Square(model, eps=e, n_queries=SQUARE_QUERIES[size], seed=seed, check_every=1), standing)
         checks.append(_beats("black_box", "black-box (Square)", square, n_standing,
                              f"{SQUARE_QUERIES[size]} queries", time.perf_counter() - started))
     else:
@@ -104,7 +106,7 @@ def run_attack_checks(
         checks.append(CheckResult("transfer", "transfer from undefended", PASS, {}, "-", "-",
                                   "no defence: the model is its own undefended version", severity=CONFIRMS))
     elif n_standing:
-        transfer = attack(lambda e: Transfer(model, attack="pgd", eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed), standing)
+        transfer = attack(lambda e: Transfer(model, attack="pgd", eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1), standing)
         checks.append(_beats("transfer", "transfer from undefended", transfer, n_standing,
                              "PGD on the undefended model", time.perf_counter() - started))
     else:
@@ -119,7 +121,7 @@ def run_attack_checks(
                                   "nothing to bypass and no randomness: the adaptive view is the model itself",
                                   severity=CONFIRMS))
     elif n_standing:
-        adaptive = attack(lambda e: PGD(view, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed), standing)
+        adaptive = attack(lambda e: PGD(view, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1), standing)
         checks.append(_beats("adaptive", "adaptive (BPDA/EOT)", adaptive, n_standing, f"PGD, {how}",
                              time.perf_counter() - started))
     else:
@@ -171,19 +173,20 @@ def _iterative_vs_single(fgsm: Outcome, pgd: Outcome, seconds: float) -> CheckRe
                        "iterating the gradient helps the attacker, as it should", seconds=seconds)
 
 
-def _eps_sweep(sweep: dict, seconds: float) -> CheckResult:
+def _eps_sweep(sweep: Dict[float, Optional[Outcome]], seconds: float) -> CheckResult:
     """Robustness must fall as eps grows and reach about 0 at the unbounded budget."""
-    budgets = sorted(sweep)
-    correct = int(sweep[budgets[0]].clean_correct.sum())
-    robust = [int(sweep[b].robust.sum()) for b in budgets]
-    measured = {"eps": budgets, "robust": robust, "correct": correct}
+    budgets = sorted(b for b, outcome in sweep.items() if outcome is not None)
+    correct = int(sweep[budgets[-1]].clean_correct.sum())  # type: ignore[union-attr]
+    robust = [int(sweep[b].robust.sum()) for b in budgets]  # type: ignore[union-attr]
+    skipped_budgets = sorted(b for b, outcome in sweep.items() if outcome is None)
+    measured = {"eps": budgets, "robust": robust, "correct": correct, "not_run": skipped_budgets}
     summary = ", ".join(f"{fmt(b * 255)}/255: {r}" for b, r in zip(budgets, robust)) + f" (of {correct})"
     threshold = f"robust never rises by max(2, 10%); at eps 1: <= {UNBOUNDED_MAX_ROBUST:.0%}"
-    rises = [budgets[k + 1] for k in range(len(budgets) - 1) if correct and significant(robust[k + 1] - robust[k], correct)]
+    rises = [budgets[k + 1] for k in range(len(budgets) - 1) if significant(robust[k + 1] - robust[k], correct)]
     unbounded = robust[-1] > math.floor(UNBOUNDED_MAX_ROBUST * correct)
     if rises or unbounded:
-        reason = ("more budget helps the defence" if rises else "") + (
-            " and " if rises and unbounded else "") + ("an unbounded attack does not reach 0" if unbounded else "")
+        reason = " and ".join(([f"more budget helps the defence (at {', '.join(fmt(b * 255) + '/255' for b in rises)})"]
+                               if rises else []) + (["an unbounded attack does not reach 0"] if unbounded else []))
         return CheckResult("eps_sweep", "eps sweep (PGD)", FLAG, measured, summary, threshold,
                            f"{reason}: the attack, not the model, is failing", seconds=seconds)
     return CheckResult("eps_sweep", "eps sweep (PGD)", PASS, measured, summary, threshold,

@@ -37,7 +37,7 @@ def run(ctx: BenchContext) -> List[Row]:
     from gradconceal.attacks import APGD, CW
 
     batch = ctx.pick(64, 128)
-    cw_steps, apgd_steps = ctx.pick((30, 20), (100, 50))
+    cw_steps, apgd_steps = ctx.pick((20, 10), (100, 50))
     model = ctx.model("fmnist-cnn")
     images, labels = ctx.batch("fashion-mnist", batch)
     device = images.device

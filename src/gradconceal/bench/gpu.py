@@ -100,7 +100,7 @@ def run(ctx: BenchContext) -> List[Row]:
     times = ctx.time(calls, warmup=1)
     for name, values in times.items():
         rows.append(Row(NAME, f"lite0 b{batch} {name}", "PGD-Linf-10 images/s", batch / median(values), "img/s",
-                        note=f"{device_name}; ratio to fp32 {paired_ratio(times['fp32'], values):.2f}x"
+                        note=f"{device_name}; speed-up over fp32 {paired_ratio(times['fp32'], values):.2f}x"
                         if "fp32" in times else device_name, detail={"seconds": values}))
 
     defended = conceal(base).eval()

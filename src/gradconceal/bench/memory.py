@@ -2,7 +2,7 @@
 
 On the CPU each side runs in its own process (peak RSS never falls within a process, so sides cannot
 share one): the process loads the same libraries, model and batch, notes its resident memory, runs the
-attack once and reports its peak RSS (``resource.getrusage``). The attack's share is peak minus the
+attack once and reports its peak RSS (VmHWM on Linux, ``resource.getrusage`` elsewhere). The attack's share is peak minus the
 resident memory just before it. On a GPU the sides share one process and ``torch.cuda.max_memory_allocated``
 is reset between them.
 
@@ -18,7 +18,7 @@ import os
 import resource
 import subprocess
 import sys
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -31,18 +31,34 @@ SIDES = ("bare", "ours", "torchattacks")
 EPS = 8 / 255
 
 
-def _rss_mib() -> float:
-    """Resident memory of this process now, in MiB (Linux /proc; peak RSS elsewhere)."""
+def _status_mib(field: str) -> Optional[float]:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MiB; None where there is no /proc."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
-            pages = int(handle.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2 ** 10  # the value is in kB
     except (OSError, ValueError, IndexError):
-        return _peak_rss_mib()
+        return None
+    return None
+
+
+def _rss_mib() -> float:
+    """Resident memory of this process now, in MiB."""
+    value = _status_mib("VmRSS")
+    return value if value is not None else _peak_rss_mib()
 
 
 def _peak_rss_mib() -> float:
-    """Peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    """Peak resident memory of this process, in MiB.
+
+    Linux: VmHWM, the high-water mark of this program's own address space. ``getrusage``'s ``ru_maxrss``
+    is kept across fork and exec, so a worker started by a large process would report its parent's
+    peak; elsewhere ``ru_maxrss`` is all there is (KiB on Linux, bytes on macOS).
+    """
+    value = _status_mib("VmHWM")
+    if value is not None:
+        return value
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 2 ** 10
 
@@ -153,7 +169,7 @@ def run(ctx: BenchContext) -> List[Row]:
     return rows
 
 
-def main(argv: List[str] | None = None) -> int:
+def main(argv: Optional[List[str]] = None) -> int:
     """Measure one side in this process and print its numbers as one JSON line."""
     parser = argparse.ArgumentParser(prog="python -m gradconceal.bench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--side", choices=SIDES, required=True)

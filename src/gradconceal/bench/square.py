@@ -60,7 +60,7 @@ def torchattacks_queries(model: nn.Module, images: Tensor, labels: Tensor, budge
 
 def run(ctx: BenchContext) -> List[Row]:
     """Our Square and torchattacks' on the first photos, vanilla and GCM lite0."""
-    count, budget = ctx.pick((6, 200), (9, 1000))
+    count, budget = ctx.pick((4, 150), (9, 1000))
     base = ctx.model("lite0")
     images, _ = ctx.batch("photos", count)
     with torch.no_grad():

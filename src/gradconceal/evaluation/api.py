@@ -23,7 +23,7 @@ from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.metrics import RowMetrics, row_metrics
 from gradconceal.evaluation.results import Results, compare, read_results
 from gradconceal.evaluation.runner import Runner, adversarial_path, group_records, resize_pad_min_size
-from gradconceal.evaluation.spec import EvalSpec, is_results_file, load_spec, read_spec_file
+from gradconceal.evaluation.spec import CLEAN_LABEL, EvalSpec, is_results_file, load_spec, read_spec_file
 from gradconceal.evaluation.attackplan import applicable
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,10 @@ def _evaluate(runner: Runner, spec: EvalSpec, out: Path, original: Optional[Dict
         for m in spec.models for d in spec.defenses
     ]
     info = _run_info(runner, started)
+    wanted = ({m.label for m in spec.models}, {d.label for d in spec.defenses},
+              {p.label for p in runner.plans} | {CLEAN_LABEL})
+    info["total_records"] = sum(1 for k in records if k[0] in wanted[0] and k[1] in wanted[1] and k[2] in wanted[2]
+                                and k[3] < runner.n_images)
     info.update(extra_info or {})
     results = Results(spec=spec, plans=runner.plans, rows=rows, out_dir=out, info=info, rank=runner.dist.rank)
     if runner.dist.rank != 0:
@@ -154,7 +158,6 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
         notes.append(f"Model(s) {', '.join(in_memory)} were passed in memory: reproduce with "
                      "evaluate('results.json', models={...}) giving the same models under the same names.")
     done = runner.stats["computed_records"]
-    notes.append(f"This run computed {done} record(s); the rest were already in the output folder (resumed).")
     return {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "runtime_s": time.perf_counter() - started,

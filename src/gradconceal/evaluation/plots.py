@@ -148,16 +148,19 @@ def plot_eps_curves(results: Results, path: Path) -> Optional[Path]:
         for row, p in points:
             if p["norm"] == norm:
                 lines.setdefault((row.model, row.defense, p["view"]), []).append((_eps_value(p["eps"]), p))
-        for i, (key, curve) in enumerate(sorted(lines.items())):
+        # plain-gradient curves first, adaptive (dashed, square markers) on top: a BPDA curve that falls onto
+        # the vanilla one (as it should under GCM) stays visible
+        for i, (key, curve) in enumerate(sorted(lines.items(), key=lambda item: (item[0][2] != "plain", item[0]))):
             curve.sort(key=lambda item: item[0])
             eps = np.array([e for e, _ in curve]) * (255 if norm == "linf" else 1)
             acc = np.array([100 * (p["robust_accuracy"]["value"] or 0) for _, p in curve])
             low = np.array([100 * p["robust_accuracy"]["ci95"][0] for _, p in curve])
             high = np.array([100 * p["robust_accuracy"]["ci95"][1] for _, p in curve])
             colour = _COLOURS[i % len(_COLOURS)]
-            style = "-" if key[2] == "plain" else "--"
-            ax.plot(eps, acc, style, marker="o", color=colour, label=f"{key[0]}/{key[1]}, {key[2]} gradients")
-            ax.fill_between(eps, low, high, color=colour, alpha=0.12)
+            plain = key[2] == "plain"
+            ax.plot(eps, acc, "-" if plain else "--", marker="o" if plain else "s", markersize=5 if plain else 4,
+                    color=colour, label=f"{key[0]}/{key[1]}, {key[2]} gradients")
+            ax.fill_between(eps, low, high, color=colour, alpha=0.08)
         ax.set_xlabel("eps (x/255)" if norm == "linf" else f"eps ({norm} norm, [0, 1] pixels)")
         ax.set_ylabel("robust accuracy, all images (%)")
         ax.set_ylim(0, 102)

@@ -179,8 +179,12 @@ def markdown_report(results: Results) -> str:
     parts = [f"# {spec.title}", ""]
     parts.append(
         f"{info.get('n_images', '?')} images of `{spec.data.source}` ({spec.data.split} split); seed {spec.seed}; "
-        f"device {info.get('device', spec.device)}, dtype {spec.dtype}; {info.get('world_size', 1)} process(es); "
-        f"run time {info.get('runtime_s', 0):.0f} s. gradconceal {info.get('versions', {}).get('gradconceal', '?')}, "
+        f"device {info.get('device', spec.device)}, dtype {spec.dtype}; {info.get('world_size', 1)} process(es). "
+        f"This run took {info.get('runtime_s', 0):.0f} s and computed {info.get('computed_records', '?')} of "
+        f"{info.get('total_records', '?')} records"
+        + (" (the rest were already in the folder). " if info.get("computed_records") != info.get("total_records")
+           else ". ") +
+        f"gradconceal {info.get('versions', {}).get('gradconceal', '?')}, "
         f"torch {info.get('versions', {}).get('torch', '?')}."
     )
     parts += ["", "## Attack robustness (AR): the paper's protocol beside adaptive attacks", ""]
