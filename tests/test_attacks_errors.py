@@ -69,6 +69,7 @@ def test_bad_sample_seeds_and_targets(model, batch):
         (lambda m: APGD(m, norm="l1", eps=1.0), r"APGD supports norm \['linf', 'l2'\]"),
         (lambda m: CW(m, norm="linf", eps=0.1), r"CW supports norm \['l2'\]"),
         (lambda m: CW(m, eps=1.0, kappa=-1), "kappa must be a number >= 0"),
+        (lambda m: CW(m, eps=1.0, kappa="big"), "kappa must be a number"),
         (lambda m: Square(m, p_init=2), r"p_init must be in \(0, 1\]"),
         (lambda m: Square(m, n_queries=0), "n_queries must be an integer >= 1"),
         (lambda m: FGSM(m, eps=float("nan")), "eps must be a finite number"),

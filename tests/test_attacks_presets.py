@@ -80,6 +80,7 @@ def test_specs_build_the_right_attack_on_the_right_view():
 def test_spec_round_trip_and_errors():
     for spec in preset("adaptive"):
         assert AttackSpec.from_dict(spec.to_dict()) == spec
+    assert len(set(preset("adaptive"))) == len(preset("adaptive"))  # specs are hashable, distinct
     with pytest.raises(GradconcealError, match=r"unknown preset 'papr' \(did you mean 'paper'\?\)"):
         preset("papr")
     with pytest.raises(GradconcealError, match=r"image_size must be three positive integers"):

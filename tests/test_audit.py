@@ -41,6 +41,15 @@ def _load(name: str) -> nn.Module:
     return load_model(name)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared two-core machine two threads oversubscribe and run several times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def fmnist():
     """64 Fashion-MNIST test images and labels as tensors."""

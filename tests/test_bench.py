@@ -65,14 +65,15 @@ def test_row_target_met_and_table():
     table = ratio_table([good, bad, plain])
     lines = table.splitlines()
     assert lines[0].startswith("| bench") and set(lines[1]) <= {"|", "-"}
-    assert "| 1.04x " in lines[2] and "<= 1.1x" in lines[2] and "| yes " in lines[2]
+    assert "| 1.040x " in lines[2] and "| <= 1.1x " in lines[2] and "| yes " in lines[2]
     assert "| NO " in lines[3]
     assert "22 img/s" in lines[4]
     assert json.loads(json.dumps(bad.to_dict()))["met"] is False
 
 
 def test_format_value():
-    assert format_value(0.987, "x") == "0.987x"
+    assert format_value(0.987, "x") == "0.987x" and format_value(1.0004, "x") == "1.000x"
+    assert format_value(12.5, "x") == "12.5x"
     assert format_value(1234.4, "rec/s") == "1,234 rec/s"
     assert format_value(12, "MiB") == "12 MiB"
     assert format_value(float("nan"), "x") == "n/a"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -16,11 +17,16 @@ IMAGE_DTYPES = (torch.float32, torch.float64)
 
 def positive_int(name: str, value: object, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum`` (bools and floats with a fraction refused)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+    integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not integral:
         raise GradconcealError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
+    if int(value) < minimum:  # type: ignore[call-overload]
         raise GradconcealError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+    return int(value)  # type: ignore[call-overload]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def boolean(name: str, value: object) -> bool:
@@ -91,9 +97,9 @@ def check_images(images: object, model: nn.Module) -> Tensor:
 def check_labels(labels: object, count: int, device: torch.device, name: str = "labels") -> Tensor:
     """Integer class indices, one per image, as an int64 tensor on ``device``."""
     if isinstance(labels, (list, tuple)):
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+        if not all(_is_int(v) for v in labels):
             raise GradconcealError(f"{name} must be integer class indices, got {list(labels)[:5]}...")
-        labels = torch.tensor(labels, dtype=torch.int64)
+        labels = torch.tensor([int(v) for v in labels], dtype=torch.int64)
     if not isinstance(labels, Tensor):
         raise GradconcealError(f"{name} must be a tensor of class indices, got {type(labels).__name__}")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
@@ -124,7 +130,7 @@ def check_sample_seeds(sample_seeds: object, count: int) -> Optional[List[int]]:
         seeds = list(sample_seeds)  # type: ignore[call-overload]
     except TypeError:
         raise GradconcealError(f"sample_seeds must be a list of integers, got {type(sample_seeds).__name__}") from None
-    if len(seeds) != count or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    if len(seeds) != count or not all(_is_int(s) for s in seeds):
         raise GradconcealError(f"sample_seeds must be {count} integers (one per image), got {seeds[:5]}... ({len(seeds)})")
     return [int(s) for s in seeds]
 

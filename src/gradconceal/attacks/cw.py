@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from gradconceal.attacks import checks
 from gradconceal.attacks.base import Attack, RunState
-from gradconceal.attacks.threat import Number, lp_norms
+from gradconceal.attacks.threat import Number, lp_norms, parse_number
 from gradconceal.errors import GradconcealError
 
 _TANH_SHRINK = 1 - 1e-6  # keeps atanh finite at pixels of exactly 0 or 1
@@ -47,10 +47,9 @@ class CW(Attack):
         self.binary_search_steps = checks.positive_int("binary_search_steps", binary_search_steps)
         self.lr = checks.positive_number("lr", lr)
         self.initial_const = checks.positive_number("initial_const", initial_const)
-        kappa_value = float(kappa) if isinstance(kappa, (int, float)) and not isinstance(kappa, bool) else None
-        if kappa_value is None or kappa_value < 0 or kappa_value != kappa_value:
+        self.kappa = parse_number(kappa, "kappa")
+        if self.kappa < 0:
             raise GradconcealError(f"kappa must be a number >= 0, got {kappa!r}")
-        self.kappa = kappa_value
 
     def __repr__(self) -> str:
         return (f"CW({self.threat}, steps={self.steps}, binary_search_steps={self.binary_search_steps}, "

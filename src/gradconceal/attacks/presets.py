@@ -22,6 +22,7 @@ Where the numbers come from (docs/attacks.md has the full table):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Sequence, Tuple
@@ -54,6 +55,9 @@ class AttackSpec:
         if self.view not in VIEWS:
             raise GradconcealError(f"view must be one of {list(VIEWS)}, got {self.view!r}{suggest(self.view, VIEWS)}")
         object.__setattr__(self, "settings", dict(self.settings))
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
 
     def build(self, model: nn.Module) -> Attack:
         """The attack on ``model`` seen through this spec's view (BPDA/EOT wrap it, transfer uses its base)."""

@@ -33,7 +33,7 @@ SWEEP_FACTORS = (0.25, 4.0)
 # At the unbounded budget an attack can paint any image, so at most this share may survive it.
 UNBOUNDED_MAX_ROBUST = 0.1
 # Square's query budget and the EOT draws, for ImageNet-sized and for small images.
-SQUARE_QUERIES = {"large": 200, "small": 1000}
+SQUARE_QUERIES = {"large": 200, "small": 500}
 EOT_SAMPLES = {"large": 4, "small": 8}
 NOISE_DRAWS = {"large": 4, "small": 16}
 DEFAULT_BATCH = {"large": 16, "small": 128}

@@ -37,7 +37,7 @@ def run(ctx: BenchContext) -> List[Row]:
     from gradconceal.attacks import APGD, CW
 
     batch = ctx.pick(64, 128)
-    cw_steps, apgd_steps = ctx.pick((20, 10), (100, 50))
+    cw_steps, apgd_steps = ctx.pick((20, 10), (50, 50))
     model = ctx.model("fmnist-cnn")
     images, labels = ctx.batch("fashion-mnist", batch)
     device = images.device
@@ -61,7 +61,7 @@ def run(ctx: BenchContext) -> List[Row]:
     }
     rows: List[Row] = []
     for label, contenders in sides.items():
-        times = ctx.time(contenders, max(2, ctx.repeats - 1), warmup=0)
+        times = ctx.time(contenders, max(2, min(3, ctx.repeats - 1)), warmup=0)
         per_image = {name: median(values) / batch * 1e3 for name, values in times.items()}
         case = f"fmnist-cnn b{batch} {label}"
         rows.append(Row(NAME, case, "time per image: ours / torchattacks",

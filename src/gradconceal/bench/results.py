@@ -54,6 +54,8 @@ class Row:
         if self.target is None:
             return ""
         op, bound = self.target
+        if isinstance(bound, float):
+            return f"{op} {bound:g}{self.unit if self.unit in ('x', '%') else ' ' + self.unit}".rstrip()
         return f"{op} {format_value(bound, self.unit)}"
 
     def to_dict(self) -> Dict[str, Any]:
@@ -65,7 +67,7 @@ class Row:
 
 
 def format_value(value: Value, unit: str = "") -> str:
-    """A number with 3 significant digits (integers as they are) and its unit; strings unchanged."""
+    """A number with 3 significant digits (ratios with 3 decimals, integers as they are) and its unit."""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
@@ -74,6 +76,8 @@ def format_value(value: Value, unit: str = "") -> str:
         return "n/a"
     if isinstance(value, int):
         text = f"{value:,}"
+    elif unit == "x" and 0.1 <= abs(value) < 10:
+        text = f"{value:.3f}"  # ratios: enough digits to see which side of a target they fall
     elif value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
         text = f"{value:.3g}"
     else:
