@@ -161,3 +161,11 @@ def test_defended_model_takes_any_input_defences(resnet, pixels):
     assert defended.concealment is None
     with torch.no_grad():
         assert torch.equal(defended(pixels), resnet(pixels))
+
+
+def test_defended_model_moves_and_casts_like_any_module(resnet, pixels):
+    defended = conceal(resnet).double()  # nn.Module.to/.double/.cuda must keep working with GCM inside
+    assert next(defended.parameters()).dtype == torch.float64
+    with torch.no_grad():
+        assert defended(pixels.double()).dtype == torch.float64
+    defended.float()

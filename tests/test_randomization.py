@@ -58,6 +58,8 @@ def test_per_sample_seeds_do_not_depend_on_batching():
         half = [layer(x[2:]) for _ in range(2)]
     assert torch.equal(whole[0][2:], half[0]) and torch.equal(whole[1][2:], half[1])
     assert not torch.equal(whole[0], whole[1])
+    with layer.per_sample_seeds([]):
+        assert layer(x[:0]).shape == (0, 1, 28, 28)  # attacks call with empty batches once all are done
 
 
 def test_rejects_bad_sizes(ones):

@@ -68,12 +68,12 @@ class GradientConcealment(nn.Module):
         work = x.float() if out_dtype in _LOW_PRECISION else x
         if torch.is_autocast_enabled(x.device.type):
             with torch.autocast(device_type=x.device.type, enabled=False):
-                y = self._apply(work)
+                y = self._conceal(work)
         else:
-            y = self._apply(work)
+            y = self._conceal(work)
         return y.to(out_dtype) if y.dtype != out_dtype else y
 
-    def _apply(self, x: Tensor) -> Tensor:
+    def _conceal(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():  # export/compile trace the paper's formula as it is
             return torch.sin(x * self.w) * self.epsilon + x
         if torch.is_grad_enabled() and x.requires_grad:

@@ -102,6 +102,8 @@ class RandomResizePad(nn.Module):
         if self._fixed is not None:
             return self.apply_draw(x, self._fixed)
         if self._sample_seeds is not None:
+            if x.shape[0] == 0:  # an attack whose samples are all done may call with an empty batch
+                return x
             if len(self._sample_seeds) != x.shape[0]:
                 raise GradconcealError(f"per_sample_seeds has {len(self._sample_seeds)} seeds for a batch of {x.shape[0]}")
             call, self._calls = self._calls, self._calls + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -382,7 +383,14 @@ def _read_any(path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     elif suffix in _STATE_DICT_SUFFIXES:
         try:
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, AttributeError, ValueError) as error:
+        except pickle.UnpicklingError as error:
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+            what = f" ({found.group(1)})" if found else ""
+            raise GradconcealError(
+                f"refusing to load {path}: it holds Python objects other than tensors{what}, which could run code "
+                "when unpickled, and gradconceal never unpickles them; save a plain state dict or a .safetensors file"
+            ) from None
+        except (RuntimeError, OSError, EOFError, AttributeError, ValueError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise GradconcealError(
                 f"cannot load weights {path} with torch.load(weights_only=True): {first_line}; "
