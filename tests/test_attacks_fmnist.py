@@ -268,3 +268,16 @@ def test_eot_steps_along_the_mean_of_the_per_draw_loss_gradients(model, data):
     same = (result.adversarial[correct] - expected).abs() < 1e-6
     assert same.float().mean() > 0.999
     assert (result.grad_evals[correct] == 4).all()
+
+
+def test_bpda_layers_make_any_input_layer_straight_through(model, data):
+    images, labels = data[0][:8], data[1][:8]
+    rounding = torch.nn.Hardtanh(0.0, 1.0)  # stands for a user's input layer; its gradient is cut outside [0, 1]
+    shifted = DefendedModel(model, [torch.nn.Identity(), rounding])
+    x = (images * 1.5).clamp(0, 1).requires_grad_(True)  # plenty of pixels at exactly 1: hardtanh's edge
+    view = adaptive_view(shifted, bpda=False, bpda_layers=[rounding])
+    assert view.straight_through_layers == [rounding]
+    torch.nn.functional.cross_entropy(view(x), labels).backward()
+    through, x.grad = x.grad, None
+    torch.nn.functional.cross_entropy(model(x), labels).backward()
+    assert torch.allclose(through, x.grad)

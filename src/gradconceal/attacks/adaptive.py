@@ -18,7 +18,7 @@ unchanged. Nothing in the defence knows about attacks; the view is chosen by the
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import List, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +48,7 @@ class _IdentityBackward(torch.autograd.Function):
 def _straight_through(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
     """Forward hook: keep the concealment layer's output, replace its backward by the identity."""
     x = inputs[0]
-    if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad):
+    if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad and x.shape == output.shape):
         return output
     return _IdentityBackward.apply(x, output.detach())
 
@@ -62,9 +62,14 @@ def random_layers(model: nn.Module) -> List[nn.Module]:
 
 
 class AdaptiveView(nn.Module):
-    """A model seen by an adaptive attacker; same forward, BPDA backward and/or EOT gradient averaging."""
+    """A model seen by an adaptive attacker; same forward, BPDA backward and/or EOT gradient averaging.
 
-    def __init__(self, model: nn.Module, *, bpda: bool = True, eot_samples: int = 1) -> None:
+    ``bpda_layers`` adds layers of any kind (a JPEG or bit-depth layer) whose backward becomes the identity
+    too, for input-shaped layers that approximate the identity.
+    """
+
+    def __init__(self, model: nn.Module, *, bpda: bool = True, eot_samples: int = 1,
+                 bpda_layers: Sequence[nn.Module] = ()) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise GradconcealError(f"adaptive_view needs a torch.nn.Module, got {type(model).__name__}")
@@ -77,19 +82,28 @@ class AdaptiveView(nn.Module):
             m for m in model.modules() if isinstance(m, GradientConcealment)
         ]
         self.random_layers: List[nn.Module] = random_layers(model)
+        self.bpda_layers: List[nn.Module] = list(bpda_layers)
+        if not all(isinstance(layer, nn.Module) for layer in self.bpda_layers):
+            raise GradconcealError("bpda_layers must be torch.nn.Module layers of the model")
         for name in _FORWARDED:
             if hasattr(model, name) and not hasattr(self, name):
                 setattr(self, name, getattr(model, name))
-        if self.bpda and not self.concealment_layers:
+        if self.bpda and not self.concealment_layers and not self.bpda_layers:
             logger.warning("adaptive_view: no GradientConcealment layer in the model; BPDA changes nothing")
         if self.eot_samples > 1 and not self.random_layers:
             logger.warning("adaptive_view: no random layer found; the %d EOT draws will give the same gradient "
                            "unless the model has randomness of its own", self.eot_samples)
 
+    @property
+    def straight_through_layers(self) -> List[nn.Module]:
+        """The layers whose backward pass this view replaces by the identity."""
+        return [*(self.concealment_layers if self.bpda else []), *self.bpda_layers]
+
     def forward(self, x: Tensor) -> Tensor:
-        if not (self.bpda and self.concealment_layers and torch.is_grad_enabled()):
+        layers = self.straight_through_layers
+        if not (layers and torch.is_grad_enabled()):
             return self.model(x)
-        handles = [layer.register_forward_hook(_straight_through) for layer in self.concealment_layers]
+        handles = [layer.register_forward_hook(_straight_through) for layer in layers]
         try:
             return self.model(x)
         finally:
@@ -101,6 +115,8 @@ class AdaptiveView(nn.Module):
                 f"eot_samples={self.eot_samples} ({len(self.random_layers)} random layers)")
 
 
-def adaptive_view(model: nn.Module, bpda: bool = True, eot_samples: int = 1) -> AdaptiveView:
+def adaptive_view(
+    model: nn.Module, bpda: bool = True, eot_samples: int = 1, bpda_layers: Sequence[nn.Module] = ()
+) -> AdaptiveView:
     """The view an adaptive attacker differentiates: BPDA through GCM layers, EOT over ``eot_samples`` draws."""
-    return AdaptiveView(model, bpda=bpda, eot_samples=eot_samples)
+    return AdaptiveView(model, bpda=bpda, eot_samples=eot_samples, bpda_layers=bpda_layers)

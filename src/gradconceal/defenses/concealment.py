@@ -133,6 +133,7 @@ class DefendedModel(nn.Module):
         for name in ("input_size", "class_names", "num_classes", "mean", "std", "model_name"):
             if hasattr(base, name) and not hasattr(self, name):
                 setattr(self, name, getattr(base, name))
+        self.train(base.training)  # the defended model starts in the base model's mode
         self._register_state_dict_hook(_strip_base_prefix)
         self._register_load_state_dict_pre_hook(_add_base_prefix)
 
