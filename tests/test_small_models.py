@@ -19,7 +19,7 @@ from gradconceal.models.small import (
 from gradconceal.models.zoo import load_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "gradconceal" / "weights"
-SHIPPED = ("fmnist-cnn", "fmnist-cnn-fgsm", "fmnist-cnn-pgd", "fmnist-resnet", "fmnist-resnet-fgsm", "fmnist-resnet-pgd")
+SHIPPED = tuple(f"fmnist-{arch}{recipe}" for arch in ("cnn", "resnet") for recipe in ("", "-fgsm", "-pgd"))
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 

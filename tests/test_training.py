@@ -25,7 +25,8 @@ from gradconceal.training.config import field_names
 from gradconceal.training.optim import lr_factor
 
 pytestmark = pytest.mark.skipif(
-    not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian package dataset-fashion-mnist is not installed"
+    not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+    reason="Debian package dataset-fashion-mnist is not installed",
 )
 
 # Two batches of 64 training images per epoch, 64 test images: about a second per epoch.
@@ -149,7 +150,8 @@ def test_pgd_training_buys_real_robustness(fashion_test_batch):
     robust = {}
     for name in ("fmnist-cnn", "fmnist-cnn-pgd"):
         model = load_model(name).eval()
-        adversarial = pgd_linf(model, images, labels, eps=0.1, steps=10, step_size=0.025, generator=torch.Generator().manual_seed(0))
+        generator = torch.Generator().manual_seed(0)
+        adversarial = pgd_linf(model, images, labels, eps=0.1, steps=10, step_size=0.025, generator=generator)
         assert (adversarial - images).abs().max().item() <= 0.1 + 1e-6
         with torch.no_grad():
             robust[name] = (model(adversarial).argmax(1) == labels).float().mean().item()
@@ -199,7 +201,9 @@ def test_unknown_preset_suggests_the_closest():
 
 
 def test_recorded_command_parses_back_to_the_same_config():
-    config = make_config("challenge", model="small:resnet", epochs=3, train_limit=500, step_milestones=(0.4, 0.8), hflip=False)
+    config = make_config(
+        "challenge", model="small:resnet", epochs=3, train_limit=500, step_milestones=(0.4, 0.8), hflip=False
+    )
     command = to_command(config, "challenge", out_dir="runs/x", export="w.safetensors")
     args = build_parser().parse_args(shlex.split(command)[1:])
     given = {n: getattr(args, n) for n in field_names() if n != "model" and getattr(args, n) is not None}
@@ -210,15 +214,19 @@ def test_recorded_command_parses_back_to_the_same_config():
 
 def test_cli_trains_and_writes_a_documented_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"
-    code = main(["--quiet", "train", "small:cnn", "--epochs", "1", "--train-limit", "64", "--test-limit", "64", "--out", str(out), "--export", str(tmp_path / "mine.safetensors")])
+    export = tmp_path / "mine.safetensors"
+    code = main(
+        ["--quiet", "train", "small:cnn", "--epochs", "1", "--train-limit", "64", "--test-limit", "64"]
+        + ["--out", str(out), "--export", str(export)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "done: 1 epochs" in printed and "on 64 images" in printed
-    _, meta = read_checkpoint(tmp_path / "mine.safetensors")
+    _, meta = read_checkpoint(export)
     assert meta["model_name"] == "mine" and meta["architecture"] == "small:cnn"
     assert meta["extra"]["command"] == (
         f"gradconceal train small:cnn --preset default --epochs 1 --train-limit 64 --test-limit 64 "
-        f"--out {out} --export {tmp_path / 'mine.safetensors'}"
+        f"--out {out} --export {export}"
     )
     assert meta["extra"]["test_images"] == 64
     assert 0.0 <= meta["extra"]["test_accuracy"] <= 1.0
@@ -245,7 +253,8 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     epoch_at_kill = json.loads((killed / "last.json").read_text())["epoch"]
     if epoch_at_kill >= 4:
         pytest.skip("the run finished before it could be killed")
-    subprocess.run([sys.executable, "-m", "gradconceal", "--quiet", "train", *args, "--out", str(killed), "--resume"], check=True)
+    command = [sys.executable, "-m", "gradconceal", "--quiet", "train", *args, "--out", str(killed), "--resume"]
+    subprocess.run(command, check=True)
     a, _ = read_checkpoint(straight / "model.safetensors")
     b, meta = read_checkpoint(killed / "model.safetensors")
     assert _same(a, b)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -14,7 +13,7 @@ from gradconceal.audit.concealment import run_concealment_checks
 from gradconceal.audit.data import accepted_labels, default_data, load_audit_data
 from gradconceal.audit.localize import Localization, remedy_for
 from gradconceal.audit.result import NO_MASKING, AuditReport, CheckResult, decide_verdict
-from gradconceal.audit.target import AuditTarget, DefenseArg, model_device, resolve_target
+from gradconceal.audit.target import DefenseArg, model_device, resolve_target
 from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)
@@ -49,6 +48,8 @@ def audit(
         raise GradconcealError(f"quick must be True or False, got {quick!r}")
     if not (isinstance(eps, (int, float)) and 0 < float(eps) <= 1):
         raise GradconcealError(f"eps must be in (0, 1] (Linf, [0, 1] pixels), got {eps!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise GradconcealError(f"seed must be a non-negative integer, got {seed!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise GradconcealError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     name = model if isinstance(model, str) else ""
@@ -71,6 +72,8 @@ def audit(
     images.labels = images.labels.to(device)
     per_image = int(images.images[0].numel())
     quick_count = min(len(images), QUICK_IMAGES_LARGE if per_image >= 100_000 else QUICK_IMAGES_SMALL)
+    if quick:
+        images = images.head(quick_count)
     judge = target.reference if target.reference is not None else target.model
     with torch.no_grad():
         first_logits = judge(images.images[:quick_count])
@@ -91,7 +94,7 @@ def audit(
     cause, remedy = explain(checks, findings.localization, verdict)
     report = AuditReport(
         checks=checks, verdict=verdict, model=target.name, defense=target.defense, data=images.name,
-        images=quick_count if quick else len(images), quick=quick, cause=cause, remedy=remedy, layer=findings.localization.label,
+        images=len(images), quick=quick, cause=cause, remedy=remedy, layer=findings.localization.label,
         settings={"eps": float(eps), "seed": seed, "concealment_images": quick_count,
                   "device": str(device), "batch_size": batch_size},
     )
@@ -100,7 +103,7 @@ def audit(
     return report
 
 
-def explain(checks: List[CheckResult], found: Localization, verdict: str) -> tuple:
+def explain(checks: List[CheckResult], found: Localization, verdict: str) -> Tuple[str, str]:
     """(cause, remedy) in words: the layer that breaks the gradient, or randomness, or the flagged checks."""
     if verdict == NO_MASKING:
         return "", ""

@@ -181,6 +181,8 @@ def _eps_sweep(sweep: Dict[float, Optional[Outcome]], seconds: float) -> CheckRe
     skipped_budgets = sorted(b for b, outcome in sweep.items() if outcome is None)
     measured = {"eps": budgets, "robust": robust, "correct": correct, "not_run": skipped_budgets}
     summary = ", ".join(f"{fmt(b * 255)}/255: {r}" for b, r in zip(budgets, robust)) + f" (of {correct})"
+    if skipped_budgets:
+        summary += f"; {', '.join(fmt(b * 255) + '/255' for b in skipped_budgets)} not run (none survives the audit eps)"
     threshold = f"robust never rises by max(2, 10%); at eps 1: <= {UNBOUNDED_MAX_ROBUST:.0%}"
     rises = [budgets[k + 1] for k in range(len(budgets) - 1) if significant(robust[k + 1] - robust[k], correct)]
     unbounded = robust[-1] > math.floor(UNBOUNDED_MAX_ROBUST * correct)

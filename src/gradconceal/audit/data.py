@@ -26,6 +26,11 @@ class AuditData:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def head(self, count: int) -> "AuditData":
+        """The first ``count`` images (with their labels and label sets)."""
+        sets = self.label_sets[:count] if self.label_sets is not None else None
+        return AuditData(self.images[:count], self.labels[:count], self.name, sets)
+
 
 def default_data(model: nn.Module) -> str:
     """The data source that suits the model's input size (photos for 224 x 224 RGB, Fashion-MNIST for 28 x 28 grey)."""

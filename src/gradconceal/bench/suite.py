@@ -122,7 +122,8 @@ def run_suite(
     """Run the measurements named in ``only`` (all when empty) and return their rows.
 
     ``repeats`` defaults to 3 (quick) or 5 (full); ``threads`` sets torch's intra-op threads for the run
-    (restored afterwards); the suite keeps going when a measurement fails and reports the error.
+    (restored afterwards). A measurement that fails is reported (``errors``, traceback in the log) and the
+    suite goes on with the next; with ``out_dir`` the files are rewritten after each measurement.
     """
     names = check_names(only) if only else list(BENCHMARKS)
     if threads < 1:
@@ -142,6 +143,11 @@ def run_suite(
     rows: List[Row] = []
     seconds: Dict[str, float] = {}
     errors: Dict[str, str] = {}
+
+    def snapshot() -> SuiteResult:
+        return SuiteResult(rows=list(rows), seconds=dict(seconds), machine=machine, command=command, quick=quick,
+                           out_dir=ctx.out_dir, errors=dict(errors))
+
     try:
         for name in names:
             module = importlib.import_module(BENCHMARKS[name])
@@ -153,13 +159,18 @@ def run_suite(
                 errors[name] = str(error)
                 log.error("bench %s failed: %s", name, error)
                 found = []
+            except Exception as error:  # noqa: BLE001 - one failed measurement must not lose the others
+                errors[name] = f"{type(error).__name__}: {error}"
+                log.exception("bench %s failed with an unexpected error", name)
+                found = []
             seconds[name] = time.perf_counter() - started
             rows.extend(found)
             log.info("bench %s: %d row(s) in %.0f s", name, len(found), seconds[name])
+            if out_dir is not None:
+                snapshot().write(out_dir)  # a crash or kill later keeps what is measured
     finally:
         torch.set_num_threads(previous_threads)
-    result = SuiteResult(rows=rows, seconds=seconds, machine=machine, command=command, quick=quick,
-                         out_dir=ctx.out_dir, errors=errors)
+    result = snapshot()
     if out_dir is not None:
         result.write(out_dir)
     return result

@@ -7,6 +7,7 @@ config and a shipped checkpoint says how to retrain it.
 from __future__ import annotations
 
 import dataclasses
+import shlex
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -129,7 +130,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
     """The preset's config with ``overrides`` applied (``None`` values mean: keep the preset's)."""
     if preset not in PRESETS:
-        raise GradconcealError(f"unknown training preset {preset!r}{suggest(preset, PRESETS)}; choose from {sorted(PRESETS)}")
+        raise GradconcealError(
+            f"unknown training preset {preset!r}{suggest(preset, PRESETS)}; choose from {sorted(PRESETS)}"
+        )
     given = {k: v for k, v in overrides.items() if v is not None}
     check_field_names(given)
     return TrainConfig(**{**PRESETS[preset], **given})
@@ -162,14 +165,17 @@ def _validate(config: TrainConfig) -> None:
             raise GradconcealError(f"{name} must be in [0, 1], got {value}")
     if not 0.0 < config.fgsm_eps_min <= config.fgsm_eps_max:
         raise GradconcealError(
-            f"fgsm_eps_min and fgsm_eps_max must satisfy 0 < min <= max, got {config.fgsm_eps_min}, {config.fgsm_eps_max}"
+            "fgsm_eps_min and fgsm_eps_max must satisfy 0 < min <= max, "
+            f"got {config.fgsm_eps_min}, {config.fgsm_eps_max}"
         )
     if config.pgd_eps <= 0:
         raise GradconcealError(f"pgd_eps must be > 0 for norm 'linf', got {config.pgd_eps}")
     if config.pgd_step_size is not None and config.pgd_step_size <= 0:
         raise GradconcealError(f"pgd_step_size must be > 0, got {config.pgd_step_size}")
     if not all(0.0 < m < 1.0 for m in config.step_milestones):
-        raise GradconcealError(f"step_milestones are fractions of training in (0, 1), got {list(config.step_milestones)}")
+        raise GradconcealError(
+            f"step_milestones are fractions of training in (0, 1), got {list(config.step_milestones)}"
+        )
     if not 0.0 < config.step_gamma <= 1.0:
         raise GradconcealError(f"step_gamma must be in (0, 1], got {config.step_gamma}")
     if config.cutmix_alpha <= 0 or config.mixup_alpha <= 0:
@@ -187,8 +193,6 @@ def flag_name(field_name: str) -> str:
 
 def to_command(config: TrainConfig, preset: str, *, out_dir: Any = None, export: Any = None) -> str:
     """The ``gradconceal train`` command line that reproduces ``config`` (only settings that differ from the preset)."""
-    import shlex
-
     base = make_config(preset, model=config.model)
     parts = ["gradconceal", "train", config.model, "--preset", preset]
     for name in field_names():

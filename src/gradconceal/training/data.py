@@ -31,7 +31,7 @@ def is_single_set(spec: str) -> bool:
 
 
 def load_split(spec: str, split: str, limit: Optional[int]) -> Dataset:
-    """The ``split`` ("train" or "test") of ``spec`` via ``gradconceal.data.load_dataset``; a folder is its own split."""
+    """The ``split`` ("train"/"test") of ``spec`` via ``gradconceal.data.load_dataset``; a folder is its own split."""
     from gradconceal.data import load_dataset
 
     return load_dataset(spec, split="test" if is_single_set(spec) else split, limit=limit)
