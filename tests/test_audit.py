@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gradconceal import GradientConcealment
-from gradconceal.audit import CONFIRMED, NO_MASKING, SUSPECTED, VERDICTS, audit
+from gradconceal.audit import CONFIRMED, NO_MASKING, SUSPECTED, VERDICTS, AuditReport, audit
 from gradconceal.audit.forward import check_randomized_output
 from gradconceal.audit.gradients import check_finite_difference, check_gradient_norm
 from gradconceal.audit.result import significant
@@ -231,12 +231,12 @@ def test_eps_sweep_rule():
 
     honest = {2 / 255: _outcome(20, 15), 8 / 255: _outcome(20, 8), 32 / 255: _outcome(20, 1), 1.0: _outcome(20, 0)}
     assert _eps_sweep(honest, 0.0).status == "pass"
-    rising = dict(honest, **{32 / 255: _outcome(20, 12)})  # 4 more survive a larger budget
+    rising = {**honest, 32 / 255: _outcome(20, 12)}  # 4 more survive a larger budget
     assert _eps_sweep(rising, 0.0).status == "flag"
-    stuck = dict(honest, **{1.0: _outcome(20, 3)})  # 3 of 20 survive an unbounded attack
+    stuck = {**honest, 1.0: _outcome(20, 3)}  # 3 of 20 survive an unbounded attack
     result = _eps_sweep(stuck, 0.0)
     assert result.status == "flag" and "unbounded" in result.meaning
-    assert _eps_sweep(dict(honest, **{1.0: _outcome(20, 2)}), 0.0).status == "pass"  # 10 % may survive
+    assert _eps_sweep({**honest, 1.0: _outcome(20, 2)}, 0.0).status == "pass"  # 10 % may survive
 
 
 def test_significance_rule():
@@ -258,6 +258,13 @@ def test_bit_depth_reduction_layer():
 
 
 # --- errors and output --------------------------------------------------------------------------------------
+
+
+def test_top_level_import_gives_a_callable_audit(fmnist):
+    from gradconceal import audit as top_level
+
+    report = top_level(_load("fmnist-cnn"), fmnist, quick=True, n=8)
+    assert report.verdict == NO_MASKING and report.images == 8
 
 
 def test_defense_spec_errors():
@@ -299,6 +306,8 @@ def test_cli_writes_audit_json_with_verdict(tmp_path, capsys):
     assert printed.strip().splitlines()[-1].startswith(f"verdict: {saved['verdict']}")
     assert {c["name"] for c in saved["checks"]} >= set(CONCEALMENT_CHECKS)
     assert all(not isinstance(v, float) or math.isfinite(v) for c in saved["checks"] for v in c["measured"].values())
+    again = AuditReport.from_dict(saved)
+    assert again.verdict == saved["verdict"] and again.table().splitlines()[1:] == printed.strip().splitlines()[1:-1]
     assert main(["audit", "fmnist-cnn", "--defense", "jpeg", "--quick", "--out", str(tmp_path)]) == 1
     assert "unknown defense 'jpeg'" in capsys.readouterr().err
 

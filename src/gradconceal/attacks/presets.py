@@ -70,7 +70,11 @@ class AttackSpec:
         return create_attack(self.attack, adaptive_view(model, bpda=bpda, eot_samples=eot), **self.settings)
 
     def applies_to(self, model: nn.Module) -> bool:
-        """False when the view has nothing to act on: EOT without random layers, BPDA without concealment."""
+        """False when the view has nothing to act on: EOT without random layers.
+
+        BPDA applies to every model: without a concealment layer it is plain autograd, and running it on the
+        undefended model too keeps the rows comparable (the worst case of both rows covers the same attacks).
+        """
         if self.view == "plain":
             return True
         if self.view == "transfer":
@@ -78,7 +82,7 @@ class AttackSpec:
         has_concealment = any(isinstance(m, GradientConcealment) for m in model.modules())
         has_random = bool(random_layers(model))
         if self.view == "bpda":
-            return has_concealment
+            return True
         if self.view == "eot":
             return has_random
         return has_concealment and has_random

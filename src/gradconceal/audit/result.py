@@ -157,6 +157,17 @@ class AuditReport:
             "checks": [c.to_dict() for c in self.checks],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "AuditReport":
+        """Rebuild a report from ``to_dict()`` output (an ``audit.json``), e.g. to print its table again."""
+        fields = ("name", "title", "status", "measured", "summary", "threshold", "meaning", "severity", "seconds")
+        checks = [CheckResult(**{k: c[k] for k in fields if k in c}) for c in data["checks"]]
+        return cls(
+            checks=checks, verdict=data["verdict"], model=data["model"], defense=data["defense"], data=data["data"],
+            images=data["images"], quick=data["quick"], cause=data.get("cause", ""), remedy=data.get("remedy", ""),
+            layer=data.get("layer"), settings=dict(data.get("settings", {})), seconds=float(data.get("seconds", 0.0)),
+        )
+
     def save(self, out_dir: Union[str, Path]) -> Path:
         """Write ``out_dir/audit.json`` atomically and return its path."""
         out = Path(out_dir)

@@ -27,6 +27,8 @@ def open_rgb(path: Union[str, Path]) -> Image.Image:
             image.load()
             rgb = to_rgb(image)
             return rgb.copy() if rgb is image else rgb
+    except GradconcealError as error:
+        raise GradconcealError(f"cannot read image {path}: {error}") from None
     except FileNotFoundError:
         raise GradconcealError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
@@ -39,6 +41,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB version of ``image``: 16/32-bit integer and float grey images are rescaled, not clipped."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise GradconcealError("it has NaN or infinite pixel values")
         if image.mode == "F":
             peak = 1.0 if values.size and float(np.nanmax(values)) <= 1.0 else 255.0
         else:

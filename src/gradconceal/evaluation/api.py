@@ -106,25 +106,40 @@ def _evaluate(runner: Runner, spec: EvalSpec, out: Path, original: Optional[Dict
         return results
     info["audit"] = _audit(runner) if spec.audit else {
         f"{r.model}/{r.defense}": {"note": "audit not run (disabled in the spec)"} for r in rows}
-    if plots:
-        info["plots"] = _plots(results, runner, records)
-    if original is not None:
-        differences = compare(original["rows"], results.to_dict()["rows"])
-        info["reproduction"] = {"of": str(source), "equal": not differences, "differences": differences}
-    info["runtime_s"] = time.perf_counter() - started
     from gradconceal.evaluation.report import write_report
 
-    write_report(results)
+    try:
+        if plots:
+            info["plots"] = _plots(results, runner, records)
+        if original is not None:
+            differences = compare(original["rows"], results.to_dict()["rows"])
+            info["reproduction"] = {"of": str(source), "equal": not differences, "differences": differences}
+        info["runtime_s"] = time.perf_counter() - started
+        write_report(results)
+    except OSError as error:
+        raise GradconcealError(
+            f"cannot write the report into {out}: {error}; the records are kept, rerun the same command to write it"
+        ) from None
     return results
+
+
+def randomness_note(seed: int) -> str:
+    """What in an evaluation is random and how it is seeded (a note of every report)."""
+    return (
+        f"Randomness: the random parts are PGD's and APGD's random starts, Square's proposals (windows and signs), "
+        f"the draws EOT averages over, and the resize-and-pad defence's draws; FGSM, C&W, the GCM layer and the "
+        f"clean pass are deterministic. Each image i draws from its own seed, sample_seed({seed}, i) (SplitMix64 of "
+        f"the spec seed {seed} and the index), mixed with the attack's own 'seed' setting; the quick audit uses the "
+        f"spec seed. So the numbers do not depend on batching, resuming or the number of processes, and the clean "
+        f"and adversarial predictions of a random defence use the same draw. On CPU the same spec, seed and batch "
+        f"size give bit-identical records; another batch size gives the same decisions, with norms that may differ "
+        f"in the last digits (floating-point sums). Reproduce with `gradconceal evaluate results.json`."
+    )
 
 
 def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
     spec = runner.spec
-    notes: List[str] = [
-        f"Randomness (random starts, Square's proposals, EOT and resize-and-pad draws) is seeded per image from the "
-        f"spec seed ({spec.seed}) and the image's index, so the numbers do not depend on batching, resuming or the "
-        "number of processes; the clean and adversarial predictions of a random defence use the same draw.",
-    ]
+    notes: List[str] = [randomness_note(spec.seed)]
     if getattr(runner.dataset, "label_sets", None) is not None:
         notes.append(
             "Images have sets of accepted labels (e.g. a tabby photo: 281 tabby, 282 tiger cat, 285 Egyptian cat); a "
@@ -147,9 +162,9 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
                      "the defended model.")
     if any(p.view != "plain" and p.view != "transfer" for p in runner.plans):
         notes.append("BPDA attacks differentiate through each concealment layer as the identity (its forward is "
-                     "unchanged); EOT attacks average the loss gradient over draws of the random layers. A view with "
-                     "nothing to act on (BPDA without GCM, EOT without randomness) is n/a: it would repeat the plain "
-                     "attack.")
+                     "unchanged); EOT attacks average the loss gradient over draws of the random layers. On a model "
+                     "without GCM, BPDA is plain autograd; it runs there too so that every row's worst case covers the "
+                     "same attacks. EOT without randomness is n/a: it would repeat the plain attack.")
     if spec.cascade:
         notes.append("Cascade: each attack ran only on the images still robust after the attacks before it, so each "
                      "attack's column is cumulative (AutoAttack style); only the worst case is comparable across specs.")

@@ -19,6 +19,7 @@ from gradconceal.attacks.threat import format_eps
 from gradconceal.evaluation.metrics import AttackMetrics, Rate, RowMetrics
 from gradconceal.evaluation.results import Results
 from gradconceal.evaluation.spec import AttackPlan
+from gradconceal.models.checkpoint import default_file_mode
 
 
 GROUP_TITLES = {
@@ -36,6 +37,7 @@ def write_atomic(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; a report is shared like any file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

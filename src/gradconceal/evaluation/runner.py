@@ -33,13 +33,18 @@ log = logging.getLogger(__name__)
 # Bumped whenever the meaning of a record changes, so that a resume never mixes the two.
 RECORDS_VERSION = 1
 
+# What the report of a finished run consists of (written last, atomically, from the records).
+REPORT_FILES = ("report.md", "results.json", "results.csv")
+
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 # -- small helpers --------------------------------------------------------------------------------------
 def safe_name(text: str) -> str:
-    """A label as a file name: anything but letters, digits and ._+- becomes '_'."""
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", text) or "_"
+    """A label as one file name inside the output folder: anything but letters, digits and ._+- becomes '_',
+    and a leading dot too, so that no label ('..', '../x', '/abs') can name a folder outside it or a hidden file."""
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", text) or "_"
+    return "_" + name[1:] if name.startswith(".") else name
 
 
 def adversarial_path(out_dir: Path, model: str, defense: str, attack: str, index: int) -> Path:
@@ -130,11 +135,14 @@ def save_png(image: Tensor, path: Path) -> None:
     from PIL import Image
 
     array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if array.shape[0] == 1:
-        Image.fromarray(array[0].numpy(), mode="L").save(path)
-    else:
-        Image.fromarray(array.permute(1, 2, 0).numpy()).save(path)
+    picture = Image.fromarray(array[0].numpy(), mode="L") if array.shape[0] == 1 else Image.fromarray(
+        array.permute(1, 2, 0).numpy())
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        picture.save(path)
+    except OSError as error:
+        raise GradconcealError(f"cannot write adversarial image {path}: {error}; finished records are kept, "
+                               "rerun to resume") from None
 
 
 # -- distributed ----------------------------------------------------------------------------------------
@@ -250,6 +258,16 @@ class Runner:
                     f"{self.out_dir} holds records of another configuration for {key[0]}/{key[1]}/{key[2]}; "
                     "resume only with the same spec (or choose another --out)"
                 )
+
+    def _remove_stale_report(self) -> None:
+        """Delete the report of an earlier run in this folder: until this run writes its own, a report there
+        would look complete while the records change under it (an interrupted run leaves records only)."""
+        for name in REPORT_FILES:
+            path = self.out_dir / name
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:
+                raise GradconcealError(f"cannot remove the earlier report {path}: {error}") from None
 
     # models --------------------------------------------------------------------------------------------
     def _load_model(self, entry: ModelEntry) -> nn.Module:
@@ -447,6 +465,8 @@ class Runner:
         store = RecordStore(self.out_dir, rank=self.dist.rank)
         done = store.load()
         self._check_resumable(done)
+        if self.dist.rank == 0:
+            self._remove_stale_report()
         shard = list(range(self.dist.rank, self.n_images, self.dist.world_size))
         table = [p for p in self.plans if p.group != "sweep"]
         ordered = table + [p for p in self.plans if p.group == "sweep"]

@@ -137,15 +137,28 @@ class RecordStore:
         self.open()
         assert self._fd is not None
         view = memoryview(data)
+        start = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
             os.fsync(self._fd)
         except OSError as error:
+            self._cut_back(start)
             raise GradconcealError(
                 f"cannot write records to {self.path}: {error}; finished records are kept, rerun to resume"
             ) from None
+
+    def _cut_back(self, size: int) -> None:
+        """After a failed append (disk full, I/O error), drop what it wrote, so no torn line stays behind.
+
+        If even that fails, the torn line is cut when the folder is next opened (``open`` repairs the tail).
+        """
+        try:
+            os.ftruncate(self._fd, size)  # type: ignore[arg-type]
+            os.fsync(self._fd)  # type: ignore[arg-type]
+        except OSError as error:
+            log.warning("%s: could not cut back a failed append (%s); the next run repairs it", self.path, error)
 
     def close(self) -> None:
         """Close the file (records are already on disk)."""
@@ -188,11 +201,14 @@ class FolderLock:
 
     def acquire(self) -> "FolderLock":
         """Take the lock or raise a clear error naming the folder."""
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            raise GradconcealError(f"output folder {folder} is a file, not a folder; choose another --out")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             handle = open(self.path, "a+")
         except OSError as error:
-            raise GradconcealError(f"output folder {self.path.parent} is not writable: {error}") from None
+            raise GradconcealError(f"output folder {folder} is not writable: {error}") from None
         if fcntl is not None:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -202,11 +218,15 @@ class FolderLock:
                     f"output folder {self.path.parent} is in use by another gradconceal run; "
                     "wait for it or choose another --out"
                 ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
         self._handle = handle
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as error:
+            self.release()
+            raise GradconcealError(f"output folder {folder} is not writable: {error}") from None
         return self
 
     def release(self) -> None:

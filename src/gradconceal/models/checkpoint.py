@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -53,11 +55,20 @@ def save_checkpoint(
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; a checkpoint is shared like any file
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+@functools.lru_cache(maxsize=1)
+def default_file_mode() -> int:
+    """The permissions ``open()`` would give a new file under the process's umask (0644 under umask 022)."""
+    mask = os.umask(0o022)  # reading the umask means setting it; it is put back at once
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -80,8 +91,46 @@ def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Di
         )
     metadata: Dict[str, Any] = {}
     for key, value in raw.items():
-        if key in ("mean", "std", "input_size", "class_names", "extra"):
-            metadata[key] = json.loads(value)
+        if key in _JSON_KEYS:
+            try:
+                metadata[key] = json.loads(value)
+            except ValueError:
+                raise GradconcealError(f"checkpoint {path}: metadata '{key}' is not valid JSON: {value[:60]!r}") from None
         else:
             metadata[key] = value
+    _check_metadata(metadata, path)
     return tensors, metadata
+
+
+_JSON_KEYS = ("mean", "std", "input_size", "class_names", "extra")
+
+
+def _check_metadata(metadata: Dict[str, Any], path: Path) -> None:
+    """Refuse metadata that could not describe a model (edited or foreign files), naming the file and the key."""
+    where = f"checkpoint {path}: metadata"
+    for key in ("architecture", "mean", "std", "input_size", "class_names"):
+        if key not in metadata:
+            raise GradconcealError(f"{where} lacks '{key}' (not written by save_checkpoint?)")
+    if not isinstance(metadata["architecture"], str) or not metadata["architecture"]:
+        raise GradconcealError(f"{where} 'architecture' must be a name such as 'small:cnn', got {metadata['architecture']!r}")
+    size = metadata["input_size"]
+    if not (isinstance(size, list) and len(size) == 3 and all(_is_int(v) and 0 < v <= 1 << 16 for v in size)):
+        raise GradconcealError(f"{where} 'input_size' must be [C, H, W] with positive integers, got {size!r}")
+    for key in ("mean", "std"):
+        values = metadata[key]
+        if not (isinstance(values, list) and len(values) in (1, size[0])
+                and all(_is_number(v) and math.isfinite(v) for v in values)):
+            raise GradconcealError(f"{where} '{key}' must be 1 or {size[0]} finite numbers, got {values!r}")
+    if not all(v > 0 for v in metadata["std"]):
+        raise GradconcealError(f"{where} 'std' must be > 0, got {metadata['std']!r}")
+    names = metadata["class_names"]
+    if names is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise GradconcealError(f"{where} 'class_names' must be a non-empty list of strings (or null)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

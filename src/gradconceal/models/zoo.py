@@ -70,6 +70,8 @@ def load_model(name: Union[str, Path], weights: Optional[PathLike] = None, pretr
     ``state_dict``/``model`` wrappers and ``module.`` prefixes are undone) strictly into the architecture.
     ``pretrained=False`` gives random weights; ``small:*`` nets are always random unless ``weights`` is given.
     """
+    if not isinstance(name, (str, Path)) or not str(name).strip():
+        raise GradconcealError(f"model name must be a non-empty string such as 'fmnist-cnn' or 'lite0', got {name!r}")
     text = str(name)
     if text == "lite0":
         model = _load_lite0(weights, pretrained)
