@@ -43,7 +43,7 @@ def _load(name: str) -> nn.Module:
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One intra-op thread: on a shared two-core machine two threads oversubscribe and run several times slower."""
+    """One intra-op thread: on a busy two-core CPU two threads oversubscribe and run several times slower."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -142,7 +142,7 @@ def test_missing_and_unexpected_keys_are_listed_with_the_file(tmp_path, timm_mod
 def test_unsafe_or_unknown_weight_files_are_refused(tmp_path):
     pickled = tmp_path / "pickled.pt"
     torch.save({"config": argparse.Namespace(lr=0.1)}, pickled)
-    with pytest.raises(GradconcealError, match=r"pickled.pt with torch.load\(weights_only=True\)"):
+    with pytest.raises(GradconcealError, match=r"refusing to load .*pickled.pt.*never unpickles"):
         load_model(f"timm:{TIMM_NAME}", weights=pickled)
     with pytest.raises(GradconcealError, match=r"weights file .*model.onnx must end in .safetensors"):
         (tmp_path / "model.onnx").write_bytes(b"onnx")

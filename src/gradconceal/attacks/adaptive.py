@@ -76,6 +76,7 @@ class AdaptiveView(nn.Module):
         if isinstance(model, AdaptiveView):
             model = model.model
         self.model = model
+        self.train(model.training)  # a view of an eval-mode model is in eval mode too
         self.bpda = checks.boolean("bpda", bpda)
         self.eot_samples = checks.positive_int("eot_samples", eot_samples)
         self.concealment_layers: List[GradientConcealment] = [
@@ -89,7 +90,7 @@ class AdaptiveView(nn.Module):
             if hasattr(model, name) and not hasattr(self, name):
                 setattr(self, name, getattr(model, name))
         if self.bpda and not self.concealment_layers and not self.bpda_layers:
-            logger.warning("adaptive_view: no GradientConcealment layer in the model; BPDA changes nothing")
+            logger.info("adaptive_view: no GradientConcealment layer in the model; BPDA is plain autograd here")
         if self.eot_samples > 1 and not self.random_layers:
             logger.warning("adaptive_view: no random layer found; the %d EOT draws will give the same gradient "
                            "unless the model has randomness of its own", self.eot_samples)

@@ -90,6 +90,8 @@ class PGD(Attack):
                 x = self._step(x, origin, grad)
                 if state.check_due(step, self.steps):
                     rows, x, origin = state.drop_fooled(rows, x, origin)
+                    if rows.numel() == 0:  # every sample fooled: nothing left to attack
+                        break
             last[rows] = x
             if restart + 1 < self.restarts:
                 state.record(rows, x, state.logits(rows, x))

@@ -142,6 +142,8 @@ def _adaptive(image_size: Sequence[int]) -> List[AttackSpec]:
     specs = [AttackSpec(f"BPDA {label}", spec.attack, spec.settings, view="bpda") for label, spec in paper.items()]
     specs.append(AttackSpec("BPDA+EOT PGD-Linf", "pgd", paper["PGD-Linf"].settings, view="bpda+eot",
                             eot_samples=EOT_SAMPLES))
+    specs.append(AttackSpec("BPDA APGD-DLR-Linf", "apgd", {"norm": "linf", "eps": "8/255", "steps": 50, "loss": "dlr",
+                                                           "restarts": 1}, view="bpda"))
     specs.append(AttackSpec("Square-Linf", "square", {"norm": "linf", "eps": "8/255", "n_queries": 1000, "p_init": 0.8}))
     specs.append(AttackSpec("Transfer PGD-Linf", "pgd", paper["PGD-Linf"].settings, view="transfer"))
     return specs

@@ -15,11 +15,20 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from gradconceal.audit.gradients import STABILITY_MIN_COSINE
 from gradconceal.audit.probes import StagedPass, cosine, median, norms
-from gradconceal.audit.result import CONFIRMS, FLAG, MIN_EXTRA_IMAGES, MIN_EXTRA_SHARE, PASS, CheckResult, significant, skipped
+from gradconceal.audit.result import (
+    CONFIRMS,
+    FLAG,
+    MIN_EXTRA_IMAGES,
+    MIN_EXTRA_SHARE,
+    PASS,
+    CheckResult,
+    significant,
+    skipped,
+)
 from gradconceal.audit.table import fmt
 from gradconceal.audit.target import Stage
-from gradconceal.audit.gradients import STABILITY_MIN_COSINE
 from gradconceal.defenses.concealment import GradientConcealment
 
 # A stage that multiplies the gradient's size by more than this is exploding it (GCM: ~1e12).

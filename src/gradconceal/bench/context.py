@@ -81,6 +81,17 @@ class BenchContext:
             self._batches[key] = (images, labels)
         return self._batches[key]
 
+    def predicted_batch(self, model_name: str, source: str, count: int) -> Tuple[Tensor, Tensor]:
+        """Images of ``source`` with the model's own clean top-1 as labels: every sample starts correct.
+
+        Our attacks skip samples the model already gets wrong, torchattacks and the bare loop do not; with
+        these labels every side attacks every sample, so timings compare like for like.
+        """
+        images, _ = self.batch(source, count)
+        with torch.no_grad():
+            labels = self.model(model_name)(images).argmax(1)
+        return images, labels
+
     def pick(self, quick: Any, full: Any) -> Any:
         """``quick`` in quick mode, else ``full``."""
         return quick if self.quick else full

@@ -39,7 +39,7 @@ def run(ctx: BenchContext) -> List[Row]:
     batch = 64
     cw_steps, apgd_steps = ctx.pick((20, 10), (50, 50))
     model = ctx.model("fmnist-cnn")
-    images, labels = ctx.batch("fashion-mnist", batch)
+    images, labels = ctx.predicted_batch("fmnist-cnn", "fashion-mnist", batch)  # every side attacks every sample
     device = images.device
     sides: Dict[str, Dict[str, Callable[[], object]]] = {}
 

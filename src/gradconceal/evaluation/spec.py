@@ -271,6 +271,8 @@ def load_spec(source: Union[PathLike, Mapping[str, Any], EvalSpec], *, extra_mod
 
 def read_spec_file(path: Path) -> Dict[str, Any]:
     """Read a TOML (``.toml``) or JSON file into a dict, with the file named in any error."""
+    if path.is_dir():
+        raise GradconcealError(f"spec file {path} is a folder; give a .toml or .json spec file (or a results.json)")
     if not path.is_file():
         raise GradconcealError(f"spec file not found: {path}")
     try:

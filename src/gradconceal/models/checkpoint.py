@@ -48,6 +48,7 @@ def save_checkpoint(
         "input_size": json.dumps(list(model.input_size)),
         "class_names": json.dumps(model.class_names),
         "extra": json.dumps(dict(extra or {})),
+        "channels_last": "true" if getattr(model, "channels_last", False) else "false",
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -116,11 +117,12 @@ def _check_metadata(metadata: Dict[str, Any], path: Path) -> None:
     size = metadata["input_size"]
     if not (isinstance(size, list) and len(size) == 3 and all(_is_int(v) and 0 < v <= 1 << 16 for v in size)):
         raise GradconcealError(f"{where} 'input_size' must be [C, H, W] with positive integers, got {size!r}")
+    counts = "1 finite number" if size[0] == 1 else f"1 or {size[0]} finite numbers"
     for key in ("mean", "std"):
         values = metadata[key]
         if not (isinstance(values, list) and len(values) in (1, size[0])
                 and all(_is_number(v) and math.isfinite(v) for v in values)):
-            raise GradconcealError(f"{where} '{key}' must be 1 or {size[0]} finite numbers, got {values!r}")
+            raise GradconcealError(f"{where} '{key}' must be a list of {counts}, got {values!r}")
     if not all(v > 0 for v in metadata["std"]):
         raise GradconcealError(f"{where} 'std' must be > 0, got {metadata['std']!r}")
     names = metadata["class_names"]

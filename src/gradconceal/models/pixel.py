@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from gradconceal.defenses.concealment import Normalize
@@ -25,6 +26,7 @@ class PixelModel(nn.Module):
         class_names: Optional[Sequence[str]] = None,
         model_name: str = "",
         architecture: str = "",
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.normalize = Normalize(mean, std)
@@ -35,6 +37,9 @@ class PixelModel(nn.Module):
         self.class_names: Optional[List[str]] = list(class_names) if class_names is not None else None
         self.model_name = model_name
         self.architecture = architecture or model_name
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -42,7 +47,10 @@ class PixelModel(nn.Module):
         return len(self.class_names) if self.class_names is not None else None
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(self.normalize(x))
+        x = self.normalize(x)
+        if self.channels_last and x.ndim == 4:  # convolutions run faster on NHWC tensors on CPU
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
 
     def extra_repr(self) -> str:
         return f"name={self.model_name!r}, input_size={self.input_size}"

@@ -141,6 +141,7 @@ def _load_lite0(weights: Optional[PathLike], pretrained: bool) -> PixelModel:
         class_names=imagenet_class_names(),
         model_name="lite0",
         architecture=f"timm:{lite.LITE0_ARCHITECTURE}",
+        channels_last=True,  # measured 1.6-1.7x faster forward and backward on CPU (batch 8, one thread)
     )
 
 
@@ -349,6 +350,7 @@ def _load_checkpoint(path: Path, weights: Optional[PathLike]) -> PixelModel:
         class_names=class_names,
         model_name=str(metadata.get("model_name") or path.stem),
         architecture=architecture,
+        channels_last=metadata.get("channels_last") == "true",
     )
 
 
