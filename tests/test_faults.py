@@ -259,8 +259,7 @@ def test_kill_9_of_an_evaluation_at_random_moments_then_resume(tmp_path: Path, r
         assert len(kept) >= before, "records were lost"
         assert not any((out / name).exists() for name in REPORT_FILES)
         kills.append(len(kept))
-    print("KILLS", kills)
-    assert kills and kills[-1] < TOTAL_RECORDS, f"no kill landed mid-run: {kills}"
+    assert len(kills) >= 2 and kills[-1] < TOTAL_RECORDS, f"too few kills landed mid-run: {kills}"
     interrupted = len(RecordStore(out).load())
     resumed = evaluate(spec, out, quiet=True, plots=False)
     assert resumed.info["computed_records"] == TOTAL_RECORDS - interrupted
@@ -342,8 +341,7 @@ def test_kill_9_of_training_at_random_moments_then_resume(capsys, tmp_path: Path
         assert epochs[-1] >= done, "a saved epoch was lost"
         if (killed / "model.safetensors").exists():
             break
-    print("EPOCHS", epochs)
-    assert any(epoch < 5 for epoch in epochs), f"no kill landed mid-run: {epochs}"
+    assert sum(epoch < 5 for epoch in epochs) >= 2, f"too few kills landed mid-run: {epochs}"
     assert main(["--quiet", "train", *TRAIN_ARGS, "--out", str(killed), "--resume"]) == 0
     a, _ = read_checkpoint(straight / "model.safetensors")
     b, meta = read_checkpoint(killed / "model.safetensors")

@@ -262,8 +262,10 @@ class Runner:
     def _remove_stale_report(self) -> None:
         """Delete the report of an earlier run in this folder: until this run writes its own, a report there
         would look complete while the records change under it (an interrupted run leaves records only)."""
-        for name in REPORT_FILES:
-            path = self.out_dir / name
+        # with the temporary files a kill can leave while a report is being written (``name.XXXX.tmp``)
+        stale = [self.out_dir / name for name in REPORT_FILES]
+        stale += [p for name in REPORT_FILES for p in self.out_dir.glob(f"{name}.*.tmp")]
+        for path in stale:
             try:
                 path.unlink(missing_ok=True)
             except OSError as error:
