@@ -207,7 +207,8 @@ def test_weights_for_another_architecture_in_the_python_api(checkpoints: Path) -
     ("truncated.safetensors", None, r"cannot read checkpoint .*truncated.safetensors: .*truncated or not a safetensors"),
     ("empty.safetensors", None, r"cannot read checkpoint .*empty.safetensors: .*header too small"),
     ("huge-header.safetensors", None, r"cannot read checkpoint .*huge-header.safetensors"),
-    ("truncated.pt", "small:cnn", r"cannot load weights .*truncated.pt with torch.load\(weights_only=True\)"),
+    ("truncated.pt", "small:cnn", r"cannot load weights .*truncated.pt with torch.load\(weights_only=True\): "
+                                  r"PytorchStreamReader failed reading zip archive: failed finding central directory; "),
     ("empty.pt", "small:cnn", r"cannot load weights .*empty.pt with torch.load\(weights_only=True\): EOFError"),
 ])
 def test_truncated_or_empty_checkpoint(checkpoints: Path, name: str, weights_of, message: str) -> None:
@@ -222,7 +223,7 @@ def test_truncated_or_empty_checkpoint(checkpoints: Path, name: str, weights_of,
     ("text-mean.safetensors", r"text-mean.safetensors: metadata 'mean' must be a list of 1 finite number, got 'abc'"),
     ("negative-size.safetensors", r"negative-size.safetensors: metadata 'input_size' must be \[C, H, W\]"),
     ("zero-std.safetensors", r"zero-std.safetensors: metadata 'std' must be > 0"),
-    ("hostile-architecture.safetensors", r"timm has no model '../../../etc/passwd'"),
+    ("hostile-architecture.safetensors", r"hostile-architecture.safetensors: timm has no model '../../../etc/passwd'"),
 ])
 def test_checkpoint_with_edited_metadata(checkpoints: Path, name: str, message: str) -> None:
     with pytest.raises(GradconcealError, match=message):
@@ -544,6 +545,7 @@ def _files(root: Path) -> List[Path]:
 
 
 @needs_fashion_mnist
+@pytest.mark.filterwarnings("ignore:constrained_layout not applied")  # plot titles made of very long labels
 def test_labels_cannot_make_the_tool_write_outside_the_output_folder(tmp_path: Path) -> None:
     from gradconceal.evaluation.api import evaluate
 
@@ -633,3 +635,26 @@ def test_training_refuses_data_of_the_wrong_image_size(tmp_path: Path) -> None:
 
     _expect(lambda: train("small:cnn", data="photos", epochs=1, batch_size=4, out_dir=tmp_path, progress=False),
             r"photos.*\(3, 224, 224\)|\(1, 28, 28\)")
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+@pytest.mark.xfail(reason="train --resume joins last.json's file names to the run folder unchecked: '../other-run/...' "
+                          "is read, and deleted after the next epoch", strict=False)
+def test_a_run_folder_cannot_make_training_read_or_delete_another_folder(tmp_path: Path) -> None:
+    from gradconceal.training import train
+
+    tiny = dict(train_limit=64, test_limit=32, batch_size=32, progress=False)
+    other = tmp_path / "other-run"
+    train("small:cnn", epochs=2, stop_after=1, out_dir=other, **tiny)
+    kept = sorted(p.name for p in other.iterdir())
+    pointer = json.loads((other / "last.json").read_text())
+    hostile = tmp_path / "hostile-run"
+    hostile.mkdir()
+    (hostile / "last.json").write_text(json.dumps({**pointer, "model": f"../other-run/{pointer['model']}",
+                                                   "state": f"../other-run/{pointer['state']}"}))
+    try:
+        with pytest.raises(GradconcealError, match="last.json"):
+            train("small:cnn", epochs=2, resume=True, out_dir=hostile, **tiny)
+    finally:
+        assert sorted(p.name for p in other.iterdir()) == kept, "files of another run were deleted"

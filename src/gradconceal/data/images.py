@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 from typing import Callable, Union
 
@@ -11,6 +13,8 @@ from torch import Tensor
 from torchvision import transforms
 
 from gradconceal.errors import GradconcealError
+
+log = logging.getLogger(__name__)
 
 _INTERPOLATIONS = {
     "bilinear": transforms.InterpolationMode.BILINEAR,
@@ -23,10 +27,17 @@ def open_rgb(path: Union[str, Path]) -> Image.Image:
     """Decode ``path`` fully into an 8-bit RGB PIL image; raise GradconcealError naming the file if it cannot be."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
-            image.load()
-            rgb = to_rgb(image)
-            return rgb.copy() if rgb is image else rgb
+        # Pillow warns about damage it can read past (bad EXIF tags, ...): logged with the file's name instead,
+        # and dropped when the file cannot be read at all (the error says so).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with Image.open(path) as image:
+                image.load()
+                rgb = to_rgb(image)
+                rgb = rgb.copy() if rgb is image else rgb
+        for warning in caught:
+            log.warning("image %s: %s", path, warning.message)
+        return rgb
     except GradconcealError as error:
         raise GradconcealError(f"cannot read image {path}: {error}") from None
     except FileNotFoundError:

@@ -340,7 +340,10 @@ def _load_checkpoint(path: Path, weights: Optional[PathLike]) -> PixelModel:
     if not class_names or not input_size:
         raise GradconcealError(f"checkpoint {path} lacks class_names or input_size in its metadata")
     architecture = str(metadata["architecture"])
-    net = build_architecture(architecture, len(class_names), int(input_size[0]))
+    try:
+        net = build_architecture(architecture, len(class_names), int(input_size[0]))
+    except GradconcealError as error:
+        raise GradconcealError(f"checkpoint {path}: {error}") from None
     load_strict(net, state, path, architecture)
     return PixelModel(
         net,
@@ -396,6 +399,8 @@ def _read_any(path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
             ) from None
         except (RuntimeError, OSError, EOFError, AttributeError, ValueError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            if len(first_line) > 120 and ". " in first_line:  # torch explains at length; its first sentence says it
+                first_line = first_line.split(". ", 1)[0]
             raise GradconcealError(
                 f"cannot load weights {path} with torch.load(weights_only=True): {first_line}; "
                 "save a plain state dict (torch.save(model.state_dict(), path)) or a .safetensors file"
