@@ -117,7 +117,7 @@ def remedy_for(found: Localization, layer: Optional[nn.Module] = None) -> str:
         if isinstance(layer, GradientConcealment) or layer is None:
             how = "adaptive_view(model, bpda=True)"
         else:
-            how = "StraightThroughView(model, [layer]) from gradconceal.audit.views"
+            how = "adaptive_view(model, bpda=True, bpda_layers=[layer]) from gradconceal.attacks"
         parts.append(f"BPDA: differentiate {found.label} as the identity ({how})")
     random = list(found.random_stages)
     if random:
