@@ -103,7 +103,7 @@ def test_csv_has_a_line_per_row_and_attack(report) -> None:
         mine = [line for line in lines if line["defense"] == defense]
         assert {line["attack"] for line in mine} >= {"clean"} | {p.label for p in table}
     sweep = [line for line in lines if line["group"] == "sweep"]
-    assert len(sweep) == (1 + 2) * 2  # vanilla: plain only (BPDA has no GCM to act on); gcm: both views; 2 budgets
+    assert len(sweep) == (2 + 2) * 2  # both views on both rows (BPDA is plain autograd without GCM); 2 budgets
 
 
 def test_plots_are_pngs_named_in_the_report(report) -> None:

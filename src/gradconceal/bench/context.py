@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 class BenchError(RuntimeError):
-    """A measurement could not be taken (a worker process failed); the suite reports it and goes on."""
+    """A measurement could not be taken (a child process failed); the suite reports it and goes on."""
 
 
 @dataclass

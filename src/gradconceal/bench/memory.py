@@ -53,7 +53,7 @@ def _peak_rss_mib() -> float:
     """Peak resident memory of this process, in MiB.
 
     Linux: VmHWM, the high-water mark of this program's own address space. ``getrusage``'s ``ru_maxrss``
-    is kept across fork and exec, so a worker started by a large process would report its parent's
+    is kept across fork and exec, so a child started by a large process would report its parent's
     peak; elsewhere ``ru_maxrss`` is all there is (KiB on Linux, bytes on macOS).
     """
     value = _status_mib("VmHWM")
@@ -124,7 +124,7 @@ def _subprocess_sides(model_name: str, source: str, batch: int, steps: int, thre
             continue
         found[side] = json.loads(lines[-1])
     if failures:
-        raise BenchError("memory worker failed: " + "; ".join(failures))
+        raise BenchError("memory measurement failed: " + "; ".join(failures))
     return found
 
 
