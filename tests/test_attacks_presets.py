@@ -71,7 +71,10 @@ def test_specs_build_the_right_attack_on_the_right_view():
     assert isinstance(transfer, Transfer) and isinstance(transfer.inner, PGD)
     assert isinstance(small["Square-Linf"].build(defended), Square)
     assert isinstance(small["BPDA C&W-L2"].build(defended), CW)
-    assert small["BPDA PGD-Linf"].applies_to(defended) and not small["BPDA PGD-Linf"].applies_to(model)
+    # BPDA applies to every model (plain autograd without GCM, so vanilla and GCM rows cover the same attacks);
+    # EOT needs a random layer.
+    assert small["BPDA PGD-Linf"].applies_to(defended) and small["BPDA PGD-Linf"].applies_to(model)
+    assert not small["BPDA+EOT PGD-Linf"].applies_to(defended)
     assert not small["Transfer PGD-Linf"].applies_to(model)
     images = torch.rand(2, 1, 8, 8)
     assert transfer.perturb(images, torch.tensor([0, 1])).adversarial.shape == images.shape
