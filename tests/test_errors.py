@@ -639,8 +639,6 @@ def test_training_refuses_data_of_the_wrong_image_size(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @needs_fashion_mnist
-@pytest.mark.xfail(reason="train --resume joins last.json's file names to the run folder unchecked: '../other-run/...' "
-                          "is read, and deleted after the next epoch", strict=False)
 def test_a_run_folder_cannot_make_training_read_or_delete_another_folder(tmp_path: Path) -> None:
     from gradconceal.training import train
 

@@ -135,9 +135,17 @@ def read_pointer(out_dir: Path) -> Optional[Dict[str, Any]]:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        pointer = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise GradconcealError(f"cannot read {path}: {error}") from None
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("epoch"), int):
+        raise GradconcealError(f"{path} is not a training pointer (expected epoch, model and state entries)")
+    for key in ("model", "state"):
+        name = pointer.get(key)
+        # Only plain file names inside the run folder: a pointer must never make resume read or delete elsewhere.
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+            raise GradconcealError(f"{path}: {key} must be a file name inside {out_dir}, got {name!r}")
+    return pointer
 
 
 def load_training_state(
