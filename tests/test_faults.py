@@ -325,16 +325,16 @@ def test_kill_9_of_training_at_random_moments_then_resume(capsys, tmp_path: Path
     killed = tmp_path / "killed"
     rng = random.Random(2205)
     epochs = []
-    for attempt in range(3):
+    for attempt in range(5):
         done = check_run_folder(killed)
-        if done >= 4:
+        if done >= 4 or sum(epoch < 5 for epoch in epochs) >= 3:
             break
-        target = rng.randint(done + 1, 4)  # kill during the epoch after `target` epochs are saved, or while saving
+        target = rng.randint(done + 1, max(done + 1, 3))  # kill during the epoch after `target` epochs are saved, or while saving
         command = [sys.executable, "-m", "gradconceal", "--quiet", "train", *TRAIN_ARGS, "--out", str(killed)]
         process = subprocess.Popen(command + (["--resume"] if attempt else []), env=ENV,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: check_pointer_epoch(killed) >= target, process)
-        time.sleep(rng.uniform(0.0, 1.0))
+        time.sleep(rng.uniform(0.0, 0.05))  # epochs take well under a second on an idle machine
         process.send_signal(signal.SIGKILL)
         process.wait()
         epochs.append(check_run_folder(killed))
