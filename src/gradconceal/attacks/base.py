@@ -8,9 +8,10 @@ model already gets wrong, counting model evaluations, early stop, projection int
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import ClassVar, List, Optional, Sequence, Tuple
+from typing import ClassVar, ContextManager, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +20,7 @@ from gradconceal.attacks import checks
 from gradconceal.attacks.losses import LOSSES, attack_loss, is_success, min_classes, ranked_wrong_classes
 from gradconceal.attacks.randomness import SampleRandom
 from gradconceal.attacks.threat import NORMS, Number, ThreatModel
+from gradconceal.defenses.randomization import RandomResizePad, sample_rows
 from gradconceal.errors import GradconcealError
 
 logger = logging.getLogger(__name__)
@@ -86,8 +88,11 @@ class RunState:
         goal_targets: Optional[Tensor],
         random: SampleRandom,
         sample_seeds: Optional[List[int]],
+        positions: Optional[List[int]] = None,
     ) -> None:
         self.model = attack.model
+        # where each row sits in the caller's batch, for random layers seeded per sample (None: no such layer)
+        self.positions = positions
         self.loss = attack.loss
         self.early_stop = attack.early_stop
         self.check_every = attack.check_every
@@ -131,26 +136,32 @@ class RunState:
         labels = self.labels[rows]
         targets = self.targets[rows] if self.targets is not None else None
         x = x.detach().requires_grad_(True)
-        values, grad, logits = self._draw(x, labels, targets, loss or self.loss)
+        values, grad, logits = self._draw(rows, x, labels, targets, loss or self.loss)
         if self.eot_samples > 1:
             for _ in range(self.eot_samples - 1):
-                more_values, more_grad, logits = self._draw(x, labels, targets, loss or self.loss)
+                more_values, more_grad, logits = self._draw(rows, x, labels, targets, loss or self.loss)
                 values, grad = values.add_(more_values), grad.add_(more_grad)
             values, grad = values.div_(self.eot_samples), grad.div_(self.eot_samples)
         self.grad_evals.index_add_(0, rows, torch.full_like(rows, self.eot_samples))
         return values, grad, logits
 
-    def _draw(self, x: Tensor, labels: Tensor, targets: Optional[Tensor], loss: str) -> Tuple[Tensor, Tensor, Tensor]:
+    def _draw(self, rows: Tensor, x: Tensor, labels: Tensor, targets: Optional[Tensor], loss: str) -> Tuple[Tensor, Tensor, Tensor]:
         """One forward + backward: (loss per sample, its input gradient, logits), no graph kept."""
-        with torch.enable_grad():
+        with torch.enable_grad(), self._holding(rows):
             logits = self.model(x)
             values = attack_loss(loss, logits, labels, targets)
         (grad,) = torch.autograd.grad(values.sum(), x)
         return values.detach(), grad, logits.detach()
 
+    def _holding(self, rows: Tensor) -> ContextManager[None]:
+        """Tell the model's per-sample-seeded random layers which samples a call holds (no-op without them)."""
+        if self.positions is None:
+            return contextlib.nullcontext()
+        return sample_rows(self.model, [self.positions[r] for r in rows.tolist()])
+
     def logits(self, rows: Tensor, x: Tensor) -> Tensor:
         """Logits at ``x`` for ``rows`` without a gradient (one query each)."""
-        with torch.no_grad():
+        with torch.no_grad(), self._holding(rows):
             logits = self.model(x)
         self.forward_evals.index_add_(0, rows, torch.ones_like(rows))
         return logits
@@ -186,6 +197,11 @@ class RunState:
             return (rows, *tensors)
         self.stopped_early[rows[~keep]] = True
         return (rows[kept], *(t[kept] for t in tensors))
+
+
+def _has_seeded_random_layers(model: nn.Module) -> bool:
+    """True when a random layer of ``model`` draws per sample (the evaluation runner's ``per_sample_seeds``)."""
+    return any(isinstance(m, RandomResizePad) and m.seeded_per_sample for m in model.modules())
 
 
 def _has_training_layers(model: nn.Module) -> bool:
@@ -291,6 +307,7 @@ class Attack(abc.ABC):
         if active.numel():
             sub_images, sub_labels = images[active], labels[active]
             sub_seeds = [seeds[i] for i in active.tolist()] if seeds is not None else None
+            positions = active.tolist() if _has_seeded_random_layers(self.model) else None
             state = RunState(
                 self,
                 sub_images,
@@ -299,12 +316,13 @@ class Attack(abc.ABC):
                 goal[active] if goal is not None else None,
                 SampleRandom(self.seed, sub_seeds, int(active.numel()), device),
                 sub_seeds,
+                positions,
             )
             candidate = self.run(sub_images, sub_labels, state).detach()
             candidate = torch.where(state.fooled.view(-1, 1, 1, 1), state.best, candidate)
             final = self.threat.project(sub_images, candidate.to(images.dtype))
             adversarial[active] = final
-            with torch.no_grad():
+            with torch.no_grad(), (sample_rows(self.model, positions) if positions is not None else contextlib.nullcontext()):
                 final_logits = self.model(final)
             fooled[active] = is_success(final_logits, sub_labels, goal[active] if goal is not None else None)
             grad_evals[active] += state.grad_evals

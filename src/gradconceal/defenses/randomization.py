@@ -3,14 +3,15 @@
 Each call resizes the batch (nearest neighbour) to a random side in [min_size, size) and zero-pads it back
 to ``size`` at a random offset. One draw per call is shared by the batch, as in the challenge code; the
 evaluation runner can instead seed one draw per sample (``per_sample_seeds``) so that results do not
-depend on how images are batched.
+depend on how images are batched. Attacks that drop finished samples from their batch say which samples
+a call holds (``sample_rows``), so that each sample's n-th draw stays the same in any batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,8 @@ class RandomResizePad(nn.Module):
         self.generator = generator
         self._fixed: Optional[ResizePadDraw] = None
         self._sample_seeds: Optional[Sequence[int]] = None
-        self._calls = 0
+        self._sample_calls: List[int] = []  # per sample: how many calls it took part in (per_sample_seeds)
+        self._rows: Optional[List[int]] = None  # which of the seeded samples the next calls hold
 
     # -- randomness ---------------------------------------------------------------------------------
     def _generator_for(self, device: torch.device) -> Optional[torch.Generator]:
@@ -76,17 +78,33 @@ class RandomResizePad(nn.Module):
 
     @contextlib.contextmanager
     def per_sample_seeds(self, seeds: Sequence[int]) -> Iterator["RandomResizePad"]:
-        """Within the block, sample i of each call draws from its own seed and the call count.
+        """Within the block, sample i draws from its own seed and the number of calls it took part in.
 
-        The n-th call gives sample i the same draw whatever batch it sits in, which makes evaluation
-        results independent of batching and of the number of processes.
+        Sample i's n-th call gives it the same draw whatever batch it sits in, which makes evaluation
+        results independent of batching and of the number of processes. Calls hold every sample, or the
+        subset named by ``select_rows``.
         """
-        previous, self._sample_seeds, calls = self._sample_seeds, list(int(s) for s in seeds), self._calls
-        self._calls = 0
+        saved = (self._sample_seeds, self._sample_calls, self._rows)
+        self._sample_seeds = [int(s) for s in seeds]
+        self._sample_calls, self._rows = [0] * len(self._sample_seeds), None
         try:
             yield self
         finally:
-            self._sample_seeds, self._calls = previous, calls
+            self._sample_seeds, self._sample_calls, self._rows = saved
+
+    @property
+    def seeded_per_sample(self) -> bool:
+        """True inside ``per_sample_seeds``."""
+        return self._sample_seeds is not None
+
+    @contextlib.contextmanager
+    def select_rows(self, rows: Sequence[int]) -> Iterator["RandomResizePad"]:
+        """Within the block, calls hold only the seeded samples at positions ``rows`` (in that order)."""
+        previous, self._rows = self._rows, [int(r) for r in rows]
+        try:
+            yield self
+        finally:
+            self._rows = previous
 
     # -- forward ------------------------------------------------------------------------------------
     def apply_draw(self, x: Tensor, draw: ResizePadDraw) -> Tensor:
@@ -104,15 +122,27 @@ class RandomResizePad(nn.Module):
         if self._sample_seeds is not None:
             if x.shape[0] == 0:  # an attack whose samples are all done may call with an empty batch
                 return x
-            if len(self._sample_seeds) != x.shape[0]:
-                raise GradconcealError(f"per_sample_seeds has {len(self._sample_seeds)} seeds for a batch of {x.shape[0]}")
-            call, self._calls = self._calls, self._calls + 1
+            rows = self._rows if self._rows is not None else range(len(self._sample_seeds))
+            if len(rows) != x.shape[0]:
+                raise GradconcealError(f"per_sample_seeds has {len(rows)} seeded sample(s) for a batch of {x.shape[0]}")
             outs = []
-            for i, seed in enumerate(self._sample_seeds):
-                g = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + call) % (2**63 - 1))
+            for i, row in enumerate(rows):
+                call = self._sample_calls[row]
+                self._sample_calls[row] = call + 1
+                g = torch.Generator(device="cpu").manual_seed((self._sample_seeds[row] * 1_000_003 + call) % (2**63 - 1))
                 outs.append(self.apply_draw(x[i : i + 1], self.sample_draw(g)))
             return torch.cat(outs, dim=0)
         return self.apply_draw(x, self.sample_draw(self._generator_for(x.device)))
 
     def extra_repr(self) -> str:
         return f"size={self.size}, min_size={self.min_size}, seed={self.seed}"
+
+
+@contextlib.contextmanager
+def sample_rows(model: nn.Module, rows: Sequence[int]) -> Iterator[None]:
+    """Within the block, every resize-and-pad layer of ``model`` knows its calls hold the seeded samples ``rows``."""
+    with contextlib.ExitStack() as stack:
+        for module in model.modules():
+            if isinstance(module, RandomResizePad):
+                stack.enter_context(module.select_rows(rows))
+        yield

@@ -394,10 +394,10 @@ class Runner:
             return
         keep = plan.keep or self.spec.keep_adversarial
         started = time.perf_counter()
-        # A random defence draws once per forward for the whole batch it sees, and an image with several
-        # accepted labels needs its own view of the model: both are attacked one image at a time (attacks
-        # shrink their batch as samples are fooled, so only then does each image keep its own draws).
-        single = [[i] for i in todo if defense.random or len(clean[i]["accepted"]) > 1]
+        # An image with several accepted labels needs its own view of the model: it is attacked alone. A
+        # random defence draws per sample from the image's seed and the calls it took part in, so its
+        # images share batches (the attacks tell the layer which samples each call holds).
+        single = [[i] for i in todo if len(clean[i]["accepted"]) > 1]
         single_set = {batch[0] for batch in single}
         rest = [i for i in todo if i not in single_set]
         batches = single + [rest[s:s + self.spec.batch_size] for s in range(0, len(rest), self.spec.batch_size)]
