@@ -72,6 +72,31 @@ def test_adversarials_stay_in_budget_and_box(model, data, name, build):
     assert torch.equal(result.fooled, wrong & result.clean_correct)
 
 
+def test_final_check_skips_images_a_deterministic_model_already_judged(model, data):
+    # one clean check per image; the final image is evaluated again only where the attack's own
+    # evaluations did not already show it fooled (or where the model is random)
+    images, labels = data[0][:32], data[1][:32]
+    result = PGD(model, eps=8 / 255, steps=6, early_stop=False).perturb(images, labels)
+    attacked = result.clean_correct
+    assert result.fooled.any() and (~result.fooled & attacked).any()
+    assert (result.forward_evals[result.fooled] == 1).all()
+    assert (result.forward_evals[~result.fooled & attacked] == 2).all()
+
+    class Stochastic(torch.nn.Module):
+        stochastic = True
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    again = PGD(Stochastic(model), eps=8 / 255, steps=6, early_stop=False).perturb(images, labels)
+    assert torch.equal(again.fooled, result.fooled)
+    assert (again.forward_evals[attacked] == 2).all()
+
+
 def test_pgd_at_the_scaled_paper_budget(model, data, paper):
     images, labels = data
     clean = accuracy(model, images, labels)

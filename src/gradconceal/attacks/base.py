@@ -36,7 +36,8 @@ class AttackResult:
     target). Samples the model got wrong on the clean image (``clean_correct`` False) are not attacked:
     their adversarial image is the clean one and ``fooled`` is False. ``grad_evals`` counts input-gradient
     evaluations (one forward + backward each; EOT counts every draw), ``forward_evals`` forward-only
-    passes (queries), including the clean check and the final verification. ``stopped_early``: the sample
+    passes (queries), including the clean check and the final verification (which a deterministic model
+    skips for images it already judged fooled inside the budget). ``stopped_early``: the sample
     left the batch once fooled, before its step or query budget was used up.
     """
 
@@ -204,6 +205,15 @@ def _has_seeded_random_layers(model: nn.Module) -> bool:
     return any(isinstance(m, RandomResizePad) and m.seeded_per_sample for m in model.modules())
 
 
+def _is_stochastic(model: nn.Module) -> bool:
+    """True when the model's output may change between calls on the same input: a random layer gradconceal
+    knows (resize-and-pad, dropout in training mode), or a model that says so with ``stochastic = True``."""
+    if getattr(model, "stochastic", False):
+        return True
+    return any(isinstance(m, RandomResizePad) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
+               for m in model.modules())
+
+
 def _has_training_layers(model: nn.Module) -> bool:
     """True when a layer whose output depends on the mode (batch norm, dropout) is in training mode."""
     kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
@@ -321,12 +331,24 @@ class Attack(abc.ABC):
             candidate = self.run(sub_images, sub_labels, state).detach()
             candidate = torch.where(state.fooled.view(-1, 1, 1, 1), state.best, candidate)
             final = self.threat.project(sub_images, candidate.to(images.dtype))
+            # A deterministic model already judged each recorded image: those inside the budget are kept as
+            # they are and not evaluated again; every other final image is verified by one more forward.
+            trusted = torch.zeros_like(state.fooled)
+            if not _is_stochastic(self.model):
+                trusted = state.fooled & self.threat.contains(sub_images, state.best)
+                final = torch.where(trusted.view(-1, *([1] * (final.ndim - 1))), state.best, final)
             adversarial[active] = final
-            with torch.no_grad(), (sample_rows(self.model, positions) if positions is not None else contextlib.nullcontext()):
-                final_logits = self.model(final)
-            fooled[active] = is_success(final_logits, sub_labels, goal[active] if goal is not None else None)
+            sub_fooled = trusted.clone()
+            verify = (~trusted).nonzero().flatten()
+            if verify.numel():
+                rows = [positions[r] for r in verify.tolist()] if positions is not None else None
+                with torch.no_grad(), (sample_rows(self.model, rows) if rows is not None else contextlib.nullcontext()):
+                    final_logits = self.model(final[verify])
+                sub_goal = goal[active][verify] if goal is not None else None
+                sub_fooled[verify] = is_success(final_logits, sub_labels[verify], sub_goal)
+            fooled[active] = sub_fooled
             grad_evals[active] += state.grad_evals
-            forward_evals[active] += state.forward_evals + 1
+            forward_evals[active] += state.forward_evals + (~trusted).long()
             stopped[active] = state.stopped_early
         return AttackResult(
             adversarial=adversarial,

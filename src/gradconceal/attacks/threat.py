@@ -103,6 +103,11 @@ class ThreatModel:
         """Per-sample norm of a batch of perturbations (float32, shape (N,))."""
         return lp_norms(delta, self.norm)
 
+    def contains(self, original: Tensor, candidate: Tensor, rtol: float = 1e-5) -> Tensor:
+        """Bool per sample: ``candidate`` lies in [0, 1] and within the budget (up to float rounding, ``rtol``)."""
+        in_box = ((candidate >= 0) & (candidate <= 1)).flatten(1).all(dim=1)
+        return in_box & (self.norms(candidate - original) <= self.eps * (1 + rtol)).to(in_box.device)
+
     def project(self, original: Tensor, candidate: Tensor) -> Tensor:
         """``candidate`` moved into the budget around ``original`` (rescaled for L2/L1) and into [0, 1]."""
         delta = candidate - original

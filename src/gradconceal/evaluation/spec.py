@@ -554,6 +554,8 @@ def check_data_source(source: str, base_dir: Path) -> str:
 
 
 def _parse_attacks(value: Any) -> List[AttackEntry]:
+    if isinstance(value, (list, tuple)) and not value:
+        return []  # clean accuracy only (e.g. over a whole test set, beside a smaller attacked subset)
     entries = []
     for i, item in enumerate(_list(value, "attacks")):
         where = f"attacks[{i}]"
