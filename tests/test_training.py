@@ -102,6 +102,23 @@ def test_resume_refuses_a_changed_config_and_an_existing_run_needs_resume(tmp_pa
         train("small:cnn", epochs=2, out_dir=tmp_path, **TINY)
 
 
+def test_a_second_run_on_a_folder_in_use_refuses_and_resume_clears_stale_temporaries(tmp_path):
+    from gradconceal.evaluation.store import FolderLock
+
+    train("small:cnn", epochs=2, stop_after=1, out_dir=tmp_path, **TINY)
+    stale = [tmp_path / "epoch-0001.state.safetensors.x1y2.tmp", tmp_path / "last.json.a9b8.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")  # what a kill during a save leaves
+    with FolderLock(tmp_path):  # another run holds the folder
+        with pytest.raises(GradconcealError, match="in use by another gradconceal run"):
+            train("small:cnn", epochs=2, resume=True, out_dir=tmp_path, **TINY)
+    assert all(path.exists() for path in stale)  # the refused run touched nothing
+    result = train("small:cnn", epochs=2, resume=True, out_dir=tmp_path, **TINY)
+    assert result.epochs_done == 2
+    assert not any(path.exists() for path in stale)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_training_never_runs_the_concealment_forward(tmp_path):
     base = load_model("small:cnn")
     defended = conceal(base)

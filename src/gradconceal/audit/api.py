@@ -77,6 +77,10 @@ def audit(
     judge = target.reference if target.reference is not None else target.model
     with torch.no_grad():
         first_logits = judge(images.images[:quick_count])
+    classes = int(first_logits.shape[-1])
+    if int(images.labels.max()) >= classes:
+        raise GradconcealError(f"labels must be < {classes} (the model's number of classes), got {int(images.labels.max())}")
+    with torch.no_grad():
         predictions = first_logits.argmax(dim=1).tolist()
         if len(images) > quick_count and images.label_sets is not None:
             predictions += judge(images.images[quick_count:]).argmax(dim=1).tolist()

@@ -83,6 +83,10 @@ def _checked(data: AuditData, model: nn.Module) -> AuditData:
         raise GradconcealError(f"images must be float pixels in [0, 1], got dtype {images.dtype}")
     if data.labels.shape != (images.shape[0],):
         raise GradconcealError(f"need one label per image: {images.shape[0]} images, labels of shape {tuple(data.labels.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        raise GradconcealError("images must be pixels in [0, 1], got NaN or infinite values")
+    if bool((data.labels < 0).any()):
+        raise GradconcealError(f"labels must be class indices >= 0, got {int(data.labels.min())}")
     low, high = float(images.min()), float(images.max())
     if low < 0 or high > 1:
         raise GradconcealError(f"images must be pixels in [0, 1], got values in [{low:.3g}, {high:.3g}]")

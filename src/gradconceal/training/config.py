@@ -7,6 +7,7 @@ config and a shipped checkpoint says how to retrain it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -145,6 +146,10 @@ def _validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value not in allowed:
             raise GradconcealError(f"{name} must be one of {list(allowed)}, got {value!r}{suggest(value, allowed)}")
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise GradconcealError(f"{field.name} must be a finite number, got {value!r}")
     positive_ints = ("epochs", "batch_size", "fgsm_eps_count", "pgd_steps")
     for name in positive_ints:
         value = getattr(config, name)
@@ -168,8 +173,10 @@ def _validate(config: TrainConfig) -> None:
             "fgsm_eps_min and fgsm_eps_max must satisfy 0 < min <= max, "
             f"got {config.fgsm_eps_min}, {config.fgsm_eps_max}"
         )
-    if config.pgd_eps <= 0:
-        raise GradconcealError(f"pgd_eps must be > 0 for norm 'linf', got {config.pgd_eps}")
+    if not 0.0 < config.pgd_eps <= 1.0:
+        raise GradconcealError(f"pgd_eps must be in (0, 1] (an Linf budget on [0, 1] pixels), got {config.pgd_eps}")
+    if config.fgsm_eps_max > 1.0:
+        raise GradconcealError(f"fgsm_eps_max must be <= 1 (an Linf budget on [0, 1] pixels), got {config.fgsm_eps_max}")
     if config.pgd_step_size is not None and config.pgd_step_size <= 0:
         raise GradconcealError(f"pgd_step_size must be > 0, got {config.pgd_step_size}")
     if not all(0.0 < m < 1.0 for m in config.step_milestones):

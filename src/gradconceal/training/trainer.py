@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gradconceal.errors import GradconcealError
+from gradconceal.evaluation.store import FolderLock
 from gradconceal.models.checkpoint import save_checkpoint
 from gradconceal.models.pixel import PixelModel
 from gradconceal.training.adversarial import eval_mode, fgsm_pair, pgd_linf, random_other_classes, undefended
@@ -147,6 +148,11 @@ def train(
         log.warning("data %r has no test split: test accuracy is measured on the training images; "
                     "pass test_data (--test-data) for a held-out folder", config.data)  # fmt: skip
     test_source = BatchSource(load_split(config.test_data or config.data, "test", config.test_limit))
+    expected = tuple(int(v) for v in (getattr(net, "input_size", None) or ()))
+    for source, name in ((train_source, config.data), (test_source, config.test_data or config.data)):
+        if expected and tuple(source.image_size) != expected:
+            raise GradconcealError(f"data {name!r} gives images of size {tuple(source.image_size)}, but model "
+                                   f"{config.model!r} takes {expected}; choose matching data or another model")
     num_classes = net.num_classes
     if num_classes is None and train_source.labels is not None:
         num_classes = int(train_source.labels.max()) + 1
@@ -158,61 +164,76 @@ def train(
     scheduler = build_scheduler(config, optimizer, steps_per_epoch * config.epochs)
     precision = _Precision(config.amp, device)
     generator = torch.Generator().manual_seed(config.seed)
-    loop = _start_or_resume(out, resume, config, net, optimizer, scheduler, precision, generator)
-    augmenter = Augmenter(config, train_source.image_size, num_classes)
-    first_epoch = loop.epoch
-    test_accuracy = loop.history[-1]["test_accuracy"] if loop.history else None
-    for epoch in range(loop.epoch, config.epochs):
-        if stop_after is not None and epoch - first_epoch >= stop_after:
-            break
-        started = time.perf_counter()
-        loss, accuracy = _run_epoch(
-            net, train_source, config, augmenter, optimizer, scheduler, precision, device, num_classes, generator,
-            desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress,
-        )  # fmt: skip
-        test_accuracy = evaluate_accuracy(net, test_source, device, precision.autocast)
-        elapsed = time.perf_counter() - started
-        loop.epoch = epoch + 1
-        loop.rng_state = generator.get_state()
-        loop.wall_time_s += elapsed
-        loop.history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": loss,
-                "train_accuracy": accuracy,
-                "test_accuracy": test_accuracy,
-                "seconds": elapsed,
-            }
-        )
-        log.info(
-            "epoch %d/%d: train loss %.4f, train acc %.4f, test acc %.4f (%.0f s)",
-            epoch + 1, config.epochs, loop.history[-1]["train_loss"], loop.history[-1]["train_accuracy"],
-            test_accuracy, elapsed,
-        )  # fmt: skip
-        save_training_state(
-            out,
+    lock = FolderLock(out).acquire()  # a second run on the same folder refuses instead of interleaving
+    try:
+        remove_stale_temporaries(out)
+        loop = _start_or_resume(out, resume, config, net, optimizer, scheduler, precision, generator)
+        augmenter = Augmenter(config, train_source.image_size, num_classes)
+        first_epoch = loop.epoch
+        test_accuracy = loop.history[-1]["test_accuracy"] if loop.history else None
+        for epoch in range(loop.epoch, config.epochs):
+            if stop_after is not None and epoch - first_epoch >= stop_after:
+                break
+            started = time.perf_counter()
+            loss, accuracy = _run_epoch(
+                net, train_source, config, augmenter, optimizer, scheduler, precision, device, num_classes, generator,
+                desc=f"epoch {epoch + 1}/{config.epochs}", progress=progress,
+            )  # fmt: skip
+            test_accuracy = evaluate_accuracy(net, test_source, device, precision.autocast)
+            elapsed = time.perf_counter() - started
+            loop.epoch = epoch + 1
+            loop.rng_state = generator.get_state()
+            loop.wall_time_s += elapsed
+            loop.history.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_loss": loss,
+                    "train_accuracy": accuracy,
+                    "test_accuracy": test_accuracy,
+                    "seconds": elapsed,
+                }
+            )
+            log.info(
+                "epoch %d/%d: train loss %.4f, train acc %.4f, test acc %.4f (%.0f s)",
+                epoch + 1, config.epochs, loop.history[-1]["train_loss"], loop.history[-1]["train_accuracy"],
+                test_accuracy, elapsed,
+            )  # fmt: skip
+            save_training_state(
+                out,
+                model=net,
+                architecture=net.architecture or config.model,
+                config=config.to_dict(),
+                optimizer=optimizer,
+                scheduler=scheduler,
+                scaler=precision.scaler,
+                loop=loop,
+            )
+        result = TrainResult(
             model=net,
-            architecture=net.architecture or config.model,
-            config=config.to_dict(),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            scaler=precision.scaler,
-            loop=loop,
+            config=config,
+            checkpoint=None,
+            epochs_done=loop.epoch,
+            test_accuracy=test_accuracy,
+            test_images=len(test_source),
+            wall_time_s=loop.wall_time_s,
+            history=loop.history,
         )
-    result = TrainResult(
-        model=net,
-        config=config,
-        checkpoint=None,
-        epochs_done=loop.epoch,
-        test_accuracy=test_accuracy,
-        test_images=len(test_source),
-        wall_time_s=loop.wall_time_s,
-        history=loop.history,
-    )
-    if result.finished:
-        result.checkpoint = _write_final(result, out, preset, export)
-    net.eval()
-    return result
+        if result.finished:
+            result.checkpoint = _write_final(result, out, preset, export)
+        net.eval()
+        return result
+    finally:
+        lock.release()
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete the temporary files a kill during a save left behind (only the lock holder runs, so none is live)."""
+    for path in list(out.glob("*.safetensors.*.tmp")) + list(out.glob("*.json.*.tmp")):
+        try:
+            path.unlink()
+            log.info("removed %s, left by an interrupted save", path.name)
+        except OSError as error:
+            log.warning("cannot remove %s: %s", path, error)
 
 
 def _run_epoch(
