@@ -183,6 +183,26 @@ def test_rerun_into_the_same_folder_computes_nothing(reference) -> None:
     assert again.info["computed_records"] == 0 and numbers(again) == numbers(results)
 
 
+def test_a_folder_with_only_its_gzipped_records_re_reports_without_computing(reference, tmp_path: Path) -> None:
+    import gzip
+    import shutil
+
+    from gradconceal.evaluation.api import evaluate
+
+    results, out = reference
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    with open(out / "records.jsonl", "rb") as source, gzip.open(shipped / "records.jsonl.gz", "wb") as archive:
+        shutil.copyfileobj(source, archive)
+    again = evaluate(SMALL_SPEC, shipped, quiet=True, plots=False)
+    assert again.info["computed_records"] == 0 and numbers(again) == numbers(results)
+    assert (shipped / "records.jsonl").read_bytes() == (out / "records.jsonl").read_bytes()
+    (shipped / "records.jsonl").unlink()
+    (shipped / "records.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(GradconcealError, match="cannot unpack"):
+        evaluate(SMALL_SPEC, shipped, quiet=True, plots=False)
+
+
 def test_resume_refuses_records_of_another_configuration(reference) -> None:
     from gradconceal.evaluation.api import evaluate
 

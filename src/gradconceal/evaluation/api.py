@@ -215,6 +215,8 @@ def _plots(results: Results, runner: Runner, records: Mapping) -> List[str]:
     from gradconceal.evaluation import plots
 
     out = results.out_dir
+    if not results.plans:  # clean accuracy only: the report's table says it all
+        return []
     made = [plots.plot_ar_bars(results, out / "ar_per_attack.png")]
     made.append(plots.plot_eps_curves(results, out / "robust_accuracy_vs_eps.png"))
     if results.spec.gallery:

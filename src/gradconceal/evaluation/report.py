@@ -174,6 +174,21 @@ def _disagreement_note(results: Results) -> Optional[str]:
             "re-scored prediction.")
 
 
+def _clean_only_section(results: Results) -> str:
+    """The report of a spec without attacks: clean accuracy, two decimals (it is over many images)."""
+    lines = ["## Clean accuracy", "",
+             "No attack in this spec: clean accuracy cannot tell robustness from masking; the attacked tables "
+             "say what the defences are worth.", "",
+             "| Model | Defence | Clean acc. % | 95 % interval | Correct | Images |", "|---|---|---|---|---|---|"]
+    for row in results.rows:
+        low, high = row.clean.interval
+        lines.append(f"| {row.model} | {row.defense} | {row.clean.percent(2)} | [{100 * low:.2f}, {100 * high:.2f}] | "
+                     f"{row.clean.k} | {row.clean.n} |")
+    lines += ["", "## Reproduce", "", f"Per-sample records: `{results.records_path.name}`; `results.json` embeds the "
+              "full spec; `gradconceal evaluate results.json --out DIR` runs it again and compares the numbers.", ""]
+    return "\n".join(lines)
+
+
 def markdown_report(results: Results) -> str:
     """The whole ``report.md``."""
     info = results.info
@@ -189,6 +204,8 @@ def markdown_report(results: Results) -> str:
         f"gradconceal {info.get('versions', {}).get('gradconceal', '?')}, "
         f"torch {info.get('versions', {}).get('torch', '?')}."
     )
+    if not results.plans:
+        return "\n".join(parts + ["", _clean_only_section(results)])
     parts += ["", "## Attack robustness (AR): the paper's protocol beside adaptive attacks", ""]
     parts.append(
         "AR (the paper's measure) = among the images a row classifies correctly (n), the percentage that stay "

@@ -26,7 +26,7 @@ from gradconceal.defenses import DefendedModel, GradientConcealment, RandomResiz
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.attackplan import applicable, build_attack, plan_attacks
 from gradconceal.evaluation.spec import CHALLENGE_MIN_RATIO, CLEAN_LABEL, AttackPlan, DefenseEntry, EvalSpec, ModelEntry, sample_seeds
-from gradconceal.evaluation.store import FolderLock, Key, RecordStore, record_key
+from gradconceal.evaluation.store import FolderLock, Key, RecordStore, record_key, unpack_archive
 
 log = logging.getLogger(__name__)
 
@@ -464,6 +464,9 @@ class Runner:
             lock.release()
 
     def _run_locked(self) -> Dict[Key, Dict[str, Any]]:
+        if self.dist.rank == 0:
+            unpack_archive(self.out_dir)
+        self.dist.barrier()
         store = RecordStore(self.out_dir, rank=self.dist.rank)
         done = store.load()
         self._check_resumable(done)

@@ -27,6 +27,7 @@ except ImportError:  # pragma: no cover - Windows
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
+ARCHIVE_FILE = RECORDS_FILE + ".gz"  # a gzip of the records, for folders kept under version control
 LOCK_FILE = ".gradconceal.lock"
 
 Key = Tuple[str, str, str, int]  # (model, defense, attack, index)
@@ -40,6 +41,34 @@ def record_key(record: Mapping[str, Any]) -> Key:
 def part_file(rank: int) -> str:
     """The records file of one process: rank 0 (or a single process) writes the main file."""
     return RECORDS_FILE if rank == 0 else f"records.rank{rank}.jsonl"
+
+
+def unpack_archive(out_dir: Path) -> int:
+    """Unpack ``records.jsonl.gz`` into ``records.jsonl`` when only the archive is there; returns its bytes.
+
+    Lets a folder that ships its records compressed (``gzip -k records.jsonl``) resume or re-report.
+    """
+    import gzip
+    import shutil
+    import tempfile
+
+    archive, target = Path(out_dir) / ARCHIVE_FILE, Path(out_dir) / RECORDS_FILE
+    if target.exists() or not archive.exists():
+        return 0
+    fd, tmp = tempfile.mkstemp(prefix=RECORDS_FILE + ".", suffix=".tmp", dir=str(out_dir))
+    try:
+        with gzip.open(archive, "rb") as source, os.fdopen(fd, "wb") as handle:
+            shutil.copyfileobj(source, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise GradconcealError(f"cannot unpack {archive}: {error}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("unpacked %s into %s", archive.name, target.name)
+    return target.stat().st_size
 
 
 def _repair_tail(path: Path) -> int:
