@@ -85,6 +85,7 @@ def test_kill_after_one_epoch_then_resume_matches_an_uninterrupted_run(tmp_path)
     assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
     # only the last epoch's files are kept, and the final checkpoint loads through the zoo
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
+        ".gradconceal.lock",  # the folder lock (holds no state)
         "epoch-0002.safetensors",
         "epoch-0002.state.safetensors",
         "last.json",
@@ -201,7 +202,7 @@ def test_schedules_decay_as_documented():
         ({"lr": -1.0}, r"lr must be > 0, got -1.0"),
         ({"optimizer": "adamx"}, r"optimizer must be one of .*did you mean 'adamax'"),
         ({"fgsm_eps_min": 0.1, "fgsm_eps_max": 0.01}, r"fgsm_eps_min and fgsm_eps_max must satisfy 0 < min <= max"),
-        ({"pgd_eps": 0.0}, r"pgd_eps must be > 0 for norm 'linf', got 0.0"),
+        ({"pgd_eps": 0.0}, r"pgd_eps must be in \(0, 1\] \(an Linf budget on \[0, 1\] pixels\), got 0.0"),
         ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),
         ({"fgsm_eps": 0.1}, r"unknown training setting 'fgsm_eps'.*did you mean"),
         ({"clean_weight": 0.0}, r"the loss would be empty"),

@@ -150,7 +150,7 @@ def train(
     test_source = BatchSource(load_split(config.test_data or config.data, "test", config.test_limit))
     expected = tuple(int(v) for v in (getattr(net, "input_size", None) or ()))
     for source, name in ((train_source, config.data), (test_source, config.test_data or config.data)):
-        if expected and tuple(source.image_size) != expected:
+        if expected and tuple(source.image_size) != expected and not _accepts_size(net, tuple(source.image_size)):
             raise GradconcealError(f"data {name!r} gives images of size {tuple(source.image_size)}, but model "
                                    f"{config.model!r} takes {expected}; choose matching data or another model")
     num_classes = net.num_classes
@@ -224,6 +224,19 @@ def train(
         return result
     finally:
         lock.release()
+
+
+def _accepts_size(net: nn.Module, size: Tuple[int, ...]) -> bool:
+    """True when ``net`` runs on images of ``size`` (convolutional nets take other sizes than their default)."""
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, *size))
+        return True
+    except (RuntimeError, ValueError):
+        return False
+    finally:
+        net.train(was_training)
 
 
 def remove_stale_temporaries(out: Path) -> None:
