@@ -390,6 +390,7 @@ class Runner:
                             "status": status, "adv_pred": None, "correct": False, "fooled": None, "norm": None,
                             "grad_evals": 0, "forward_evals": 0, "adv_pred_8bit": None, "correct_8bit": None})
         store.append(skipped)
+        self.stats["computed_records"] += len(skipped)  # written by this run, though no attack ran on them
         if not todo:
             return
         keep = plan.keep or self.spec.keep_adversarial
