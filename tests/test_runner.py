@@ -122,6 +122,12 @@ def _attacked(i: int, clean_correct: bool, correct: bool, norm: float = 0.1) -> 
             "correct_8bit": correct if clean_correct else None}
 
 
+def test_table_cells_show_the_interval_to_a_tenth_once_it_is_narrow() -> None:
+    assert Rate(0, 90).cell() == "0.0 [0, 4]"
+    assert Rate(0, 927).cell() == "0.0 [0.0, 0.4]"  # not a degenerate-looking "[0, 0]"
+    assert Rate(462, 927).cell() == "49.8 [46.6, 53.1]"
+
+
 def test_ar_counts_only_clean_correct_images_and_can_exceed_clean_accuracy() -> None:
     clean = [_clean(i, i < 4) for i in range(10)]  # 40 % clean accuracy
     attacked = [_attacked(i, i < 4, i < 3) for i in range(10)]  # 3 of the 4 survive
