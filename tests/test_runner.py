@@ -148,6 +148,18 @@ def test_worst_case_is_per_sample_not_the_minimum_of_columns() -> None:
     assert (ar.k, ar.n, robust.k, robust.n) == (2, 4, 2, 4)  # each column alone says 3 of 4
 
 
+def test_preset_worst_case_leaves_out_the_specs_own_attacks() -> None:
+    clean = [_clean(i, True) for i in range(4)]
+    preset = [{**_attacked(i, True, i != 0), "attack": "P"} for i in range(4)]  # breaks image 0
+    larger = [{**_attacked(i, True, i > 2), "attack": "X"} for i in range(4)]  # a larger budget breaks 0, 1, 2
+    plans = [AttackPlan(label="P", attack="pgd", settings={}, group="adaptive", origin="adaptive"),
+             AttackPlan(label="X", attack="pgd", settings={}, group="adaptive", origin="explicit")]
+    row = row_metrics("m", "d", {"clean": clean, "P": preset, "X": larger}, plans, {"P": True, "X": True})
+    assert (row.worst_all[0].k, row.worst_presets[0].k) == (1, 3)
+    only_presets = row_metrics("m", "d", {"clean": clean, "P": preset}, plans[:1], {"P": True})
+    assert only_presets.worst_presets is None  # it would repeat 'worst, all attacks'
+
+
 # -- the runner -----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):

@@ -18,7 +18,8 @@ MODELS = {
 DEFENCES = {"vanilla": "none", "gcm": "GCM", "challenge": "GCM + resize-pad"}
 COLUMNS = [("PGD-Linf", "PGD-Linf 8/255"), ("C&W-L2", "C&W-L2"), (None, "worst, paper's attacks"),
            ("BPDA PGD-Linf", "BPDA PGD-Linf"), ("BPDA+EOT PGD-Linf", "BPDA+EOT"), ("Square-Linf", "Square"),
-           ("Transfer PGD-Linf", "transfer"), ("BPDA PGD-Linf 0.1", "BPDA Linf 0.1"), ("", "worst, all attacks")]
+           ("Transfer PGD-Linf", "transfer"), ("*presets", "worst, paper's budgets"), ("BPDA PGD-Linf 0.1", "BPDA Linf 0.1"),
+           ("", "worst, all attacks")]
 
 
 def percent(rate: Optional[Dict[str, Any]]) -> str:
@@ -39,6 +40,8 @@ def rows() -> Iterator[str]:
                     cells.append(percent((row.get("worst_case_white_box") or {}).get("ar")))
                 elif label == "":
                     cells.append(percent((row.get("worst_case_all") or {}).get("ar")))
+                elif label == "*presets":
+                    cells.append(percent((row.get("worst_case_presets") or {}).get("ar")))
                 else:
                     attack = row["attacks"].get(label)
                     cells.append(percent(attack["ar"]) if attack else "n/a")

@@ -105,6 +105,8 @@ class RowMetrics:
     attacks: Dict[str, Optional[AttackMetrics]] = field(default_factory=dict)  # None: not applicable
     worst_white_box: Optional[Tuple[Rate, Rate]] = None  # (AR, robust accuracy) over the plain-autograd attacks
     worst_all: Optional[Tuple[Rate, Rate]] = None  # over every attack of the table
+    # over the presets' attacks only, where the spec adds others (e.g. larger budgets); None otherwise
+    worst_presets: Optional[Tuple[Rate, Rate]] = None
     sweep: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -118,6 +120,7 @@ class RowMetrics:
             "attacks": {k: (v.to_dict() if v else None) for k, v in self.attacks.items()},
             "worst_case_white_box": pair(self.worst_white_box),
             "worst_case_all": pair(self.worst_all),
+            "worst_case_presets": pair(self.worst_presets),
             "sweep": self.sweep,
         }
 
@@ -186,6 +189,9 @@ def row_metrics(
         row.worst_white_box = worst_case(clean, white)
     if every:
         row.worst_all = worst_case(clean, every)
+    presets = [records.get(p.label, []) for p in table_plans if applicable[p.label] and p.origin != "explicit"]
+    if presets and len(presets) < len(every):
+        row.worst_presets = worst_case(clean, presets)
     for plan in plans:
         if plan.group != "sweep" or not applicable[plan.label]:
             continue

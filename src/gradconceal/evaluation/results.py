@@ -92,7 +92,7 @@ def numbers(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         out[f"{head}/clean"] = (row["clean_accuracy"]["k"], row["clean_accuracy"]["n"])
         for label, m in row["attacks"].items():
             out[f"{head}/{label}"] = None if m is None else (m["ar"]["k"], m["ar"]["n"], m["robust_accuracy"]["k"])
-        for name in ("worst_case_white_box", "worst_case_all"):
+        for name in ("worst_case_white_box", "worst_case_all", "worst_case_presets"):
             w = row.get(name)
             out[f"{head}/{name}"] = None if w is None else (w["ar"]["k"], w["ar"]["n"])
         for point in row.get("sweep", []):
