@@ -16,7 +16,7 @@ MODELS = {
     "fmnist-resnet": "ResNet, plain", "fmnist-resnet-fgsm": "ResNet, FGSM-reg.", "fmnist-resnet-pgd": "ResNet, PGD-trained",
 }
 DEFENCES = {"vanilla": "none", "gcm": "GCM", "challenge": "GCM + resize-pad"}
-COLUMNS = [("PGD-Linf", "PGD-Linf 8/255"), ("C&W-L2", "C&W-L2"), (None, "worst, paper's attacks"),
+COLUMNS = [("PGD-Linf", "PGD-Linf 8/255"), ("C&W-L2", "C&W-L2"), (None, "worst, plain gradients"),
            ("BPDA PGD-Linf", "BPDA PGD-Linf"), ("BPDA+EOT PGD-Linf", "BPDA+EOT"), ("Square-Linf", "Square"),
            ("Transfer PGD-Linf", "transfer"), ("*presets", "worst, paper's budgets"), ("BPDA PGD-Linf 0.1", "BPDA Linf 0.1"),
            ("", "worst, all attacks")]

@@ -82,8 +82,11 @@ def plot_ar_bars(results: Results, path: Path) -> Path:
                 bars += [(r.defense, _ar(r, twin), True) for r in rows if r.attacks.get(twin) is not None]
             groups.append((label, bars))
         if white:
-            groups.append(("worst case,\npaper attacks", [(r.defense, r.worst_white_box[0] if r.worst_white_box else None,
-                                                            False) for r in rows]))
+            from gradconceal.evaluation.report import white_box_worst_title
+
+            title = "worst case,\n" + white_box_worst_title(results).replace(" attacks", "\nattacks")
+            groups.append((title, [(r.defense, r.worst_white_box[0] if r.worst_white_box else None, False)
+                                   for r in rows]))
         split = len(groups) - 0.5
         for label in rest:
             groups.append((label, [(r.defense, _ar(r, label), False) for r in rows]))

@@ -71,6 +71,12 @@ def _verdict(results: Results, row: RowMetrics) -> str:
     return str(entry["verdict"])
 
 
+def white_box_worst_title(results: Results) -> str:
+    """'paper attacks' when every plain-autograd column comes from the paper preset, else 'plain-gradient attacks'."""
+    white, _ = table_plans(results)
+    return "paper attacks" if white and all(p.origin == "paper" for p in white) else "plain-gradient attacks"
+
+
 def _has_preset_worst(results: Results) -> bool:
     """True when the spec adds attacks of its own to presets: then the presets' worst case is a column too."""
     return any(row.worst_presets is not None for row in results.rows)
@@ -80,7 +86,7 @@ def markdown_table(results: Results, *, robust: bool = False) -> str:
     """Rows = model x defence; columns = clean, the paper's attacks, their worst case, then the adaptive ones."""
     white, adaptive = table_plans(results)
     head = ["Model", "Defence", "Clean acc. %", "n"]
-    head += [p.label for p in white] + ["Worst, paper attacks"]
+    head += [p.label for p in white] + [f"Worst, {white_box_worst_title(results)}"]
     presets = _has_preset_worst(results)
     head += [p.label for p in adaptive] + ["Worst, all attacks"] + (["Worst, preset attacks"] if presets else [])
     head.append("Masking audit")
@@ -105,7 +111,8 @@ def text_table(results: Results) -> str:
         ("clean accuracy %", [r.clean.cell() for r in results.rows]),
         ("clean-correct images", [f"{r.clean.k} of {r.clean.n}" for r in results.rows]),
     ]
-    sections = [("AR % - " + GROUP_TITLES["white-box"], white, "worst case, paper attacks", "worst_white_box"),
+    sections = [("AR % - " + GROUP_TITLES["white-box"], white, f"worst case, {white_box_worst_title(results)}",
+                 "worst_white_box"),
                 ("AR % - " + GROUP_TITLES["adaptive"], adaptive, "worst case, all attacks", "worst_all")]
     for title, plans, worst_title, worst_attr in sections:
         lines.append((f"-- {title}", []))
@@ -221,7 +228,7 @@ def markdown_report(results: Results) -> str:
     parts.append(
         "AR (the paper's measure) = among the images a row classifies correctly (n), the percentage that stay "
         "correct under the attack; it can exceed clean accuracy. Each cell: AR % [95 % Wilson interval]. "
-        "Columns up to 'Worst, paper attacks' are " + GROUP_TITLES["white-box"] + "; the columns after it are "
+        f"Columns up to 'Worst, {white_box_worst_title(results)}' are " + GROUP_TITLES["white-box"] + "; the columns after it are "
         + GROUP_TITLES["adaptive"] + ". 'Worst' counts an image as robust only if it survives every attack of "
         "the group (per-sample worst case); 'Worst, preset attacks', where the spec adds attacks of its own (larger "
         "budgets, say), is the same over the presets' attacks only. 'n/a': the attacker's view has nothing to act on in that defence (BPDA "
@@ -297,7 +304,8 @@ def csv_text(results: Results) -> str:
             writer.writerow([row.model, row.defense, label, plan.group, plan.view, plan.norm, eps, *rate_cells(m.ar),
                              *rate_cells(m.robust), m.mean_norm, m.median_grad_evals, m.median_forward_evals,
                              m.changed_by_rounding])
-        for name, value in (("worst case, paper attacks", row.worst_white_box), ("worst case, all attacks", row.worst_all),
+        for name, value in ((f"worst case, {white_box_worst_title(results)}", row.worst_white_box),
+                            ("worst case, all attacks", row.worst_all),
                             ("worst case, preset attacks", row.worst_presets)):
             if value is not None:
                 writer.writerow([row.model, row.defense, name, "worst", "", "", "", *rate_cells(value[0]),
