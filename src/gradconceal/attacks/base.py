@@ -208,10 +208,9 @@ def _has_seeded_random_layers(model: nn.Module) -> bool:
 def _is_stochastic(model: nn.Module) -> bool:
     """True when the model's output may change between calls on the same input: a random layer gradconceal
     knows (resize-and-pad, dropout in training mode), or a model that says so with ``stochastic = True``."""
-    if getattr(model, "stochastic", False):
-        return True
-    return any(isinstance(m, RandomResizePad) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
-               for m in model.modules())
+    from gradconceal.attacks.adaptive import random_layers
+
+    return bool(getattr(model, "stochastic", False)) or bool(random_layers(model))
 
 
 def _has_training_layers(model: nn.Module) -> bool:
