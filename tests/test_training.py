@@ -250,6 +250,20 @@ def test_cli_trains_and_writes_a_documented_checkpoint(tmp_path, capsys):
     assert 0.0 <= meta["extra"]["test_accuracy"] <= 1.0
 
 
+def test_a_shipped_name_fine_tunes_that_checkpoint_instead_of_random_weights(tmp_path):
+    shipped = load_model("fmnist-cnn")
+    result = train("fmnist-cnn", epochs=1, lr=1e-9, out_dir=tmp_path / "run", seed=3, **TINY)
+    tuned, fresh = _weights(result.model), _weights(load_model("small:cnn"))
+    # parameters barely move at this learning rate (batch-norm running statistics do, by design)
+    for name, value in shipped.named_parameters():
+        assert torch.allclose(tuned[name], value, atol=1e-5), name
+    assert not _same(tuned, fresh)
+    assert result.test_accuracy > 0.8  # a random start would sit near 0.1
+    _, meta = read_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert meta["architecture"] == "small:cnn"
+    assert meta["extra"]["command"].startswith("gradconceal train fmnist-cnn --preset default ")
+
+
 def test_cli_reports_a_user_error_in_one_line(tmp_path, capsys):
     code = main(["train", "small:cnn", "--lr", "-1", "--out", str(tmp_path)])
     assert code == 1

@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
 HERE = Path(__file__).resolve().parent
-REPORTS = ["fashion-mnist", "fashion-mnist-resnet", "fashion-mnist-trained", "fashion-mnist-resnet-trained"]
+REPORTS = [
+    "fashion-mnist", "fashion-mnist-resnet", "fashion-mnist-trained", "fashion-mnist-resnet-trained", "fashion-mnist-vit",
+    "fashion-mnist-vit-trained",
+]
 MODELS = {
     "fmnist-cnn": "CNN, plain", "fmnist-cnn-fgsm": "CNN, FGSM-reg.", "fmnist-cnn-pgd": "CNN, PGD-trained",
     "fmnist-resnet": "ResNet, plain", "fmnist-resnet-fgsm": "ResNet, FGSM-reg.", "fmnist-resnet-pgd": "ResNet, PGD-trained",
+    "fmnist-vit": "ViT, plain", "fmnist-vit-fgsm": "ViT, FGSM-reg.", "fmnist-vit-pgd": "ViT, PGD-trained",
 }
 DEFENCES = {"vanilla": "none", "gcm": "GCM", "challenge": "GCM + resize-pad"}
 COLUMNS = [("PGD-Linf", "PGD-Linf 8/255"), ("C&W-L2", "C&W-L2"), (None, "worst, plain gradients"),
