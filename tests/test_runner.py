@@ -197,8 +197,13 @@ def test_rerun_into_the_same_folder_computes_nothing(reference) -> None:
     from gradconceal.evaluation.api import evaluate
 
     results, out = reference
+    first = json.loads((out / "results.json").read_text())["attack_seconds_by_job"]
     again = evaluate(SMALL_SPEC, out, quiet=True, plots=False)
     assert again.info["computed_records"] == 0 and numbers(again) == numbers(results)
+    # the cost of the attacks is that of the run that computed them, not lost by re-reporting
+    assert first and again.info["attack_seconds_by_job"] == pytest.approx(first, abs=0.05)
+    assert again.info["attack_seconds_all_runs"] == pytest.approx(sum(first.values()), abs=0.5)
+    assert again.info["attack_seconds"] < 0.5 * sum(first.values())
 
 
 def test_a_folder_with_only_its_gzipped_records_re_reports_without_computing(reference, tmp_path: Path) -> None:

@@ -218,7 +218,9 @@ def markdown_report(results: Results) -> str:
         f"This run took {info.get('runtime_s', 0):.0f} s and computed {info.get('computed_records', '?')} of "
         f"{info.get('total_records', '?')} records"
         + (" (the rest were already in the folder). " if info.get("computed_records") != info.get("total_records")
-           else ". ") +
+           else ". ")
+        + (f"Attacks took {info['attack_seconds_all_runs']:.0f} s over the runs that finished in this folder. "
+           if info.get("attack_seconds_all_runs", 0) > info.get("attack_seconds", 0) + 0.5 else "") +
         f"gradconceal {info.get('versions', {}).get('gradconceal', '?')}, "
         f"torch {info.get('versions', {}).get('torch', '?')}."
     )

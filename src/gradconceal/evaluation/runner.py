@@ -211,6 +211,8 @@ class Runner:
         self.class_names: Dict[str, Optional[List[str]]] = {}
         self._restore: List[Any] = []
         self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
+        # per-job attack seconds of the runs that finished in this folder before (read before their report goes)
+        self.earlier_seconds: Dict[str, float] = {}
 
     # setup ---------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -258,6 +260,19 @@ class Runner:
                     f"{self.out_dir} holds records of another configuration for {key[0]}/{key[1]}/{key[2]}; "
                     "resume only with the same spec (or choose another --out)"
                 )
+
+    def _earlier_attack_seconds(self) -> Dict[str, float]:
+        """Per-job attack seconds in the earlier ``results.json`` here, for attacks of this run's configuration
+        (its records are the ones being resumed, so their cost carries over to the new report)."""
+        current = {plan.label: plan.config() for plan in self.plans}
+        try:
+            earlier = json.loads((self.out_dir / "results.json").read_text(encoding="utf-8"))
+            same = {entry.get("label") for entry in earlier.get("attacks", []) if isinstance(entry, dict)
+                    and current.get(entry.get("label")) == {k: entry.get(k) for k in ("attack", "view", "settings")}}
+            return {key: float(value) for key, value in (earlier.get("attack_seconds_by_job") or {}).items()
+                    if isinstance(value, (int, float)) and any(key.endswith("/" + label) for label in same)}
+        except (OSError, ValueError, AttributeError, TypeError):  # no earlier report, or not one of ours
+            return {}
 
     def _remove_stale_report(self) -> None:
         """Delete the report of an earlier run in this folder: until this run writes its own, a report there
@@ -472,6 +487,7 @@ class Runner:
         done = store.load()
         self._check_resumable(done)
         if self.dist.rank == 0:
+            self.earlier_seconds = self._earlier_attack_seconds()
             self._remove_stale_report()
         shard = list(range(self.dist.rank, self.n_images, self.dist.world_size))
         table = [p for p in self.plans if p.group != "sweep"]
