@@ -96,9 +96,6 @@ def _evaluate(runner: Runner, spec: EvalSpec, out: Path, original: Optional[Dict
         for m in spec.models for d in spec.defenses
     ]
     info = _run_info(runner, started)
-    for key, seconds in runner.earlier_seconds.items():  # a resumed or re-reporting run keeps the earlier cost
-        info["attack_seconds_by_job"][key] = round(info["attack_seconds_by_job"].get(key, 0.0) + seconds, 3)
-    info["attack_seconds_all_runs"] = round(sum(info["attack_seconds_by_job"].values()), 3)
     wanted = ({m.label for m in spec.models}, {d.label for d in spec.defenses},
               {p.label for p in runner.plans} | {CLEAN_LABEL})
     info["total_records"] = sum(1 for k in records if k[0] in wanted[0] and k[1] in wanted[1] and k[2] in wanted[2]
@@ -181,6 +178,7 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
         "runtime_s": time.perf_counter() - started,
         "attack_seconds": runner.stats["attack_seconds"],
         "attack_seconds_by_job": {k: round(v, 3) for k, v in runner.stats["seconds_by_attack"].items()},
+        "attack_seconds_all_runs": round(sum(runner.stats["seconds_by_attack"].values()), 3),
         "computed_records": done,
         "n_images": runner.n_images,
         "image_size": list(runner.image_size),

@@ -188,6 +188,11 @@ def setup_distributed(device_name: str) -> Tuple[Distributed, str]:
 
 
 # -- the runner -----------------------------------------------------------------------------------------
+def seconds_key(model: str, defense: str, attack: str) -> str:
+    """The key of a job in ``attack_seconds_by_job``: 'model/defence/attack'."""
+    return f"{model}/{defense}/{attack}"
+
+
 class Runner:
     """Runs one spec into an output folder; ``run()`` returns every record of the folder."""
 
@@ -210,9 +215,9 @@ class Runner:
         self.defended: Dict[Tuple[str, str], DefendedModel] = {}
         self.class_names: Dict[str, Optional[List[str]]] = {}
         self._restore: List[Any] = []
+        # seconds_by_attack starts from the earlier finished runs' seconds (a resumed run adds its own);
+        # attack_seconds is this run's alone
         self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
-        # per-job attack seconds of the runs that finished in this folder before (read before their report goes)
-        self.earlier_seconds: Dict[str, float] = {}
 
     # setup ---------------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -262,17 +267,19 @@ class Runner:
                 )
 
     def _earlier_attack_seconds(self) -> Dict[str, float]:
-        """Per-job attack seconds in the earlier ``results.json`` here, for attacks of this run's configuration
-        (its records are the ones being resumed, so their cost carries over to the new report)."""
+        """Per-job attack seconds in the earlier ``results.json`` here, for this run's jobs whose attack has the
+        same configuration (their records are the ones being resumed, so their cost carries over)."""
         current = {plan.label: plan.config() for plan in self.plans}
         try:
             earlier = json.loads((self.out_dir / "results.json").read_text(encoding="utf-8"))
-            same = {entry.get("label") for entry in earlier.get("attacks", []) if isinstance(entry, dict)
-                    and current.get(entry.get("label")) == {k: entry.get(k) for k in ("attack", "view", "settings")}}
-            return {key: float(value) for key, value in (earlier.get("attack_seconds_by_job") or {}).items()
-                    if isinstance(value, (int, float)) and any(key.endswith("/" + label) for label in same)}
+            same = [entry["label"] for entry in earlier.get("attacks", []) if entry.get("label") in current
+                    and current[entry["label"]] == {k: entry.get(k) for k in ("attack", "view", "settings")}]
+            seconds = earlier.get("attack_seconds_by_job") or {}
         except (OSError, ValueError, AttributeError, TypeError):  # no earlier report, or not one of ours
             return {}
+        keys = {seconds_key(m.label, d.label, label) for m in self.spec.models for d in self.spec.defenses
+                for label in same}
+        return {key: float(value) for key, value in seconds.items() if key in keys and isinstance(value, (int, float))}
 
     def _remove_stale_report(self) -> None:
         """Delete the report of an earlier run in this folder: until this run writes its own, a report there
@@ -453,7 +460,7 @@ class Runner:
                 bar.update(len(batch))
         elapsed = time.perf_counter() - started
         self.stats["attack_seconds"] += elapsed
-        key = f"{model.label}/{defense.label}/{plan.label}"
+        key = seconds_key(model.label, defense.label, plan.label)
         self.stats["seconds_by_attack"][key] = self.stats["seconds_by_attack"].get(key, 0.0) + elapsed
 
     # the whole run -------------------------------------------------------------------------------------
@@ -487,7 +494,7 @@ class Runner:
         done = store.load()
         self._check_resumable(done)
         if self.dist.rank == 0:
-            self.earlier_seconds = self._earlier_attack_seconds()
+            self.stats["seconds_by_attack"] = self._earlier_attack_seconds()  # read before the report goes
             self._remove_stale_report()
         shard = list(range(self.dist.rank, self.n_images, self.dist.world_size))
         table = [p for p in self.plans if p.group != "sweep"]
