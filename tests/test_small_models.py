@@ -108,4 +108,6 @@ def test_shipped_checkpoint_reaches_its_documented_accuracy(name, fashion_mnist_
     assert len(labels) == 10_000
     assert abs(accuracy - documented) <= 0.01, f"{name}: measured {accuracy:.4f}, documented {documented:.4f}"
     recipe = name.rsplit("-", 1)[-1]  # "fgsm", "pgd", or the architecture for plain training
-    assert accuracy >= {"fgsm": 0.70, "pgd": 0.70}.get(recipe, 0.88)
+    # the tiny ViT learns more slowly than the conv nets; its FGSM-regularised model sits lower (docs/training.md)
+    fgsm_floor = 0.70 if name.startswith("fmnist-vit") else 0.75
+    assert accuracy >= {"fgsm": fgsm_floor, "pgd": 0.70}.get(recipe, 0.88)
