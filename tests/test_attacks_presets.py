@@ -8,7 +8,8 @@ from attacks_support import CountingModel
 
 from gradconceal import conceal
 from gradconceal.attacks import CW, PGD, AdaptiveView, Square, Transfer, ThreatModel
-from gradconceal.attacks.presets import AttackSpec, list_presets, preset
+from gradconceal.attacks.plan import AttackPlan
+from gradconceal.attacks.presets import list_presets, preset
 from gradconceal.errors import GradconcealError
 
 
@@ -82,14 +83,14 @@ def test_specs_build_the_right_attack_on_the_right_view():
 
 def test_spec_round_trip_and_errors():
     for spec in preset("adaptive"):
-        assert AttackSpec.from_dict(spec.to_dict()) == spec
+        assert AttackPlan.from_dict(spec.to_dict()) == spec
     assert len(set(preset("adaptive"))) == len(preset("adaptive"))  # specs are hashable, distinct
     with pytest.raises(GradconcealError, match=r"unknown preset 'papr' \(did you mean 'paper'\?\)"):
         preset("papr")
     with pytest.raises(GradconcealError, match=r"image_size must be three positive integers"):
         preset("paper", (28, 28))
     with pytest.raises(GradconcealError, match="view must be one of"):
-        AttackSpec("x", "pgd", {}, view="bdpa")
+        AttackPlan("x", "pgd", {}, view="bdpa")
     with pytest.raises(GradconcealError, match="unknown keys"):
-        AttackSpec.from_dict({"label": "x", "attack": "pgd", "budget": 1})
+        AttackPlan.from_dict({"label": "x", "attack": "pgd", "budget": 1})
     assert set(list_presets()) == {"paper", "paper-l1-sparse", "adaptive", "autoattack-like"}

@@ -33,8 +33,13 @@ SPEC = {
 }
 
 
+
+def _dicts(records: dict) -> dict:
+    """Records as their JSON objects, to compare fields that only some record types have."""
+    return {k: r.to_dict() for k, r in records.items()}
+
 def _outcomes(out_dir: Path) -> dict:
-    return {k: (r.get("correct"), r.get("pred"), r.get("adv_pred")) for k, r in RecordStore(out_dir).load().items()}
+    return {k: (r.get("correct"), r.get("pred"), r.get("adv_pred")) for k, r in _dicts(RecordStore(out_dir).load()).items()}
 
 
 @pytest.mark.slow

@@ -51,6 +51,11 @@ REPORT_FILES = ("report.md", "results.json", "results.csv")
 
 
 # -- helpers --------------------------------------------------------------------------------------------
+
+def _dicts(records: dict) -> dict:
+    """Records as their JSON objects, to compare fields that only some record types have."""
+    return {k: r.to_dict() for k, r in records.items()}
+
 def numbers(results) -> dict:
     from gradconceal.evaluation.results import numbers as counts
 
@@ -60,7 +65,7 @@ def numbers(results) -> dict:
 def outcomes(out_dir: Path) -> dict:
     """The decisions of every record (norms may differ in the last digits when batches are formed differently)."""
     return {k: (r.get("correct"), r.get("pred"), r.get("adv_pred"), r.get("status"), r.get("fooled"))
-            for k, r in RecordStore(out_dir).load().items()}
+            for k, r in _dicts(RecordStore(out_dir).load()).items()}
 
 
 def check_records_file(path: Path, *, torn_tail_allowed: bool) -> List[dict]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gradconceal.evaluation.attackplan import plan_attacks
+from gradconceal.evaluation.plan import plan_attacks
 from gradconceal.evaluation.spec import load_spec
 
 # The paper and adaptive presets at their scaled 28x28 budgets, with fewer steps so the test stays short.
@@ -140,7 +140,7 @@ def test_worst_case_title_names_the_paper_only_when_its_columns_are_the_papers()
     from types import SimpleNamespace
 
     from gradconceal.evaluation.report import white_box_worst_title
-    from gradconceal.evaluation.spec import AttackPlan
+    from gradconceal.attacks.plan import AttackPlan
 
     paper = AttackPlan(label="PGD-Linf", attack="pgd", settings={}, group="white-box", origin="paper")
     extra = AttackPlan(label="PGD-Linf 0.1", attack="pgd", settings={}, group="white-box", origin="explicit")

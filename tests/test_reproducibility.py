@@ -47,6 +47,11 @@ SPEC: Dict[str, Any] = {
 RANDOM_ATTACKS = ("PGD", "APGD", "Square", "EOT-PGD")
 
 
+
+def _dicts(records: dict) -> dict:
+    """Records as their JSON objects, to compare fields that only some record types have."""
+    return {k: r.to_dict() for k, r in records.items()}
+
 def run(out: Path, **changes: Any):
     from gradconceal.evaluation.api import evaluate
 
@@ -56,11 +61,11 @@ def run(out: Path, **changes: Any):
 def decisions(out: Path) -> Dict[Any, Any]:
     """What a record decides: predictions, correctness, the attack's own success flag, the status."""
     return {k: (r.get("pred"), r.get("correct"), r.get("adv_pred"), r.get("adv_pred_8bit"), r.get("fooled"),
-                r.get("status")) for k, r in RecordStore(out).load().items()}
+                r.get("status")) for k, r in _dicts(RecordStore(out).load()).items()}
 
 
 def norms(out: Path) -> Dict[Any, float]:
-    return {k: r["norm"] for k, r in RecordStore(out).load().items() if r.get("norm") is not None}
+    return {k: r["norm"] for k, r in _dicts(RecordStore(out).load()).items() if r.get("norm") is not None}
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Any
 from pathlib import Path
 
 import pytest
 
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.metrics import Rate, row_metrics, wilson_interval, worst_case
-from gradconceal.evaluation.spec import AttackPlan
+from gradconceal.attacks.plan import AttackPlan
+from gradconceal.evaluation.records import AttackRecord, CleanRecord
 from gradconceal.evaluation.store import FolderLock, RecordStore, read_records, record_key
 
 # A small spec on the shipped Fashion-MNIST CNN: every kind of randomness the runner must seed per image
@@ -54,12 +56,14 @@ def numbers(results) -> dict:
 def outcomes(out_dir: Path) -> dict:
     """Per-record success decisions and predictions (norms may differ in the last digits across batchings)."""
     store = RecordStore(out_dir)
-    return {k: (r.get("correct"), r.get("pred"), r.get("adv_pred"), r.get("status")) for k, r in store.load().items()}
+    return {k: (r.correct, getattr(r, "pred", None), getattr(r, "adv_pred", None), getattr(r, "status", None))
+            for k, r in store.load().items()}
 
 
 # -- the store ------------------------------------------------------------------------------------------
-def _record(i: int, **extra) -> dict:
-    return {"model": "m", "defense": "d", "attack": "a", "index": i, "correct": True, **extra}
+def _record(i: int, **extra: Any) -> AttackRecord:
+    return AttackRecord(**{"model": "m", "defense": "d", "attack": "a", "index": i, "job": "j", "label": 0,
+                           "clean_correct": True, "status": "attacked", "correct": True, **extra})
 
 
 def test_store_appends_whole_lines_and_drops_a_torn_tail(tmp_path: Path, caplog) -> None:
@@ -75,7 +79,7 @@ def test_store_appends_whole_lines_and_drops_a_torn_tail(tmp_path: Path, caplog)
         store.append([_record(2)])
     lines = path.read_bytes().split(b"\n")
     assert lines[-1] == b"" and all(json.loads(line) for line in lines[:-1])
-    assert [r["index"] for r in read_records(path)] == [0, 1, 2]
+    assert [r.index for r in read_records(path)] == [0, 1, 2]
 
 
 def test_store_merges_process_files_without_duplicates(tmp_path: Path) -> None:
@@ -88,7 +92,7 @@ def test_store_merges_process_files_without_duplicates(tmp_path: Path) -> None:
     assert store.merge_parts() == 1
     store.close()
     assert not list(tmp_path.glob("records.rank*.jsonl"))
-    assert sorted(r["index"] for r in read_records(tmp_path / "records.jsonl")) == [0, 1]
+    assert sorted(r.index for r in read_records(tmp_path / "records.jsonl")) == [0, 1]
 
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
@@ -111,15 +115,16 @@ def test_wilson_interval_matches_its_closed_form() -> None:
     assert Rate(1, 7).cell().startswith("14.3 [")
 
 
-def _clean(i: int, correct: bool) -> dict:
-    return {"model": "m", "defense": "d", "attack": "clean", "index": i, "correct": correct, "pred": 0}
+def _clean(i: int, correct: bool) -> CleanRecord:
+    return CleanRecord(model="m", defense="d", index=i, job="j", pred=0, correct=correct, accepted=[0], primary=0,
+                       label=0)
 
 
-def _attacked(i: int, clean_correct: bool, correct: bool, norm: float = 0.1) -> dict:
-    return {"model": "m", "defense": "d", "attack": "A", "index": i, "clean_correct": clean_correct,
-            "status": "attacked" if clean_correct else "clean-incorrect", "correct": correct, "fooled": not correct,
-            "norm": norm if clean_correct else None, "grad_evals": 10, "forward_evals": 2,
-            "correct_8bit": correct if clean_correct else None}
+def _attacked(i: int, clean_correct: bool, correct: bool, norm: float = 0.1, attack: str = "A") -> AttackRecord:
+    return AttackRecord(model="m", defense="d", attack=attack, index=i, job="j", label=0, clean_correct=clean_correct,
+                        status="attacked" if clean_correct else "clean-incorrect", correct=correct,
+                        fooled=not correct, norm=norm if clean_correct else None, grad_evals=10, forward_evals=2,
+                        correct_8bit=correct if clean_correct else None)
 
 
 def test_table_cells_show_the_interval_to_a_tenth_once_it_is_narrow() -> None:
@@ -132,7 +137,7 @@ def test_ar_counts_only_clean_correct_images_and_can_exceed_clean_accuracy() -> 
     clean = [_clean(i, i < 4) for i in range(10)]  # 40 % clean accuracy
     attacked = [_attacked(i, i < 4, i < 3) for i in range(10)]  # 3 of the 4 survive
     plan = AttackPlan(label="A", attack="pgd", settings={}, group="white-box")
-    row = row_metrics("m", "d", {"clean": clean, "A": attacked}, [plan], {"A": True})
+    row = row_metrics("m", "d", clean, {"A": attacked}, [plan], {"A": True})
     metrics = row.attacks["A"]
     assert (row.clean.k, row.clean.n) == (4, 10)
     assert (metrics.ar.k, metrics.ar.n) == (3, 4) and metrics.ar.value == 0.75 > row.clean.value
@@ -142,21 +147,21 @@ def test_ar_counts_only_clean_correct_images_and_can_exceed_clean_accuracy() -> 
 
 def test_worst_case_is_per_sample_not_the_minimum_of_columns() -> None:
     clean = [_clean(i, True) for i in range(4)]
-    first = [{"index": i, "correct": i != 0} for i in range(4)]  # breaks image 0
-    second = [{"index": i, "correct": i != 1} for i in range(4)]  # breaks image 1
+    first = [_attacked(i, True, i != 0) for i in range(4)]  # breaks image 0
+    second = [_attacked(i, True, i != 1) for i in range(4)]  # breaks image 1
     ar, robust = worst_case(clean, [first, second])
     assert (ar.k, ar.n, robust.k, robust.n) == (2, 4, 2, 4)  # each column alone says 3 of 4
 
 
 def test_preset_worst_case_leaves_out_the_specs_own_attacks() -> None:
     clean = [_clean(i, True) for i in range(4)]
-    preset = [{**_attacked(i, True, i != 0), "attack": "P"} for i in range(4)]  # breaks image 0
-    larger = [{**_attacked(i, True, i > 2), "attack": "X"} for i in range(4)]  # a larger budget breaks 0, 1, 2
+    preset = [_attacked(i, True, i != 0, attack="P") for i in range(4)]  # breaks image 0
+    larger = [_attacked(i, True, i > 2, attack="X") for i in range(4)]  # a larger budget breaks 0, 1, 2
     plans = [AttackPlan(label="P", attack="pgd", settings={}, group="adaptive", origin="adaptive"),
              AttackPlan(label="X", attack="pgd", settings={}, group="adaptive", origin="explicit")]
-    row = row_metrics("m", "d", {"clean": clean, "P": preset, "X": larger}, plans, {"P": True, "X": True})
+    row = row_metrics("m", "d", clean, {"P": preset, "X": larger}, plans, {"P": True, "X": True})
     assert (row.worst_all[0].k, row.worst_presets[0].k) == (1, 3)
-    only_presets = row_metrics("m", "d", {"clean": clean, "P": preset}, plans[:1], {"P": True})
+    only_presets = row_metrics("m", "d", clean, {"P": preset}, plans[:1], {"P": True})
     assert only_presets.worst_presets is None  # it would repeat 'worst, all attacks'
 
 
@@ -177,9 +182,10 @@ def test_records_cover_every_model_defence_attack_and_image(reference) -> None:
     for key, record in records.items():  # without a concealment layer, BPDA is plain autograd: same decisions
         if key[1] == "vanilla" and key[2] == "BPDA-PGD":
             plain = records[(key[0], key[1], "PGD") + tuple(key[3:])]
-            assert record.get("fooled") == plain.get("fooled")
-    attacked = [r for r in records.values() if r.get("status") == "attacked"]
-    assert attacked and all(r["adv_pred_8bit"] is not None and r["grad_evals"] + r["forward_evals"] > 0 for r in attacked)
+            assert isinstance(record, AttackRecord) and isinstance(plain, AttackRecord)
+            assert record.fooled == plain.fooled
+    attacked = [r for r in records.values() if isinstance(r, AttackRecord) and r.attacked]
+    assert attacked and all(r.adv_pred_8bit is not None and r.grad_evals + r.forward_evals > 0 for r in attacked)
     pgd = results.row("fmnist-cnn", "vanilla").attacks["PGD"].ar
     assert pgd.k < pgd.n  # even four PGD steps break some images of the undefended CNN
 
@@ -292,7 +298,7 @@ def test_accepted_labels_view_keeps_decisions_and_makes_attacks_leave_the_set() 
     from torch import nn
 
     from gradconceal.attacks import PGD
-    from gradconceal.evaluation.labelsets import AcceptedLabels
+    from gradconceal.attacks.labelsets import AcceptedLabels
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(12, 6)).eval()

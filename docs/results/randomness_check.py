@@ -27,7 +27,7 @@ from gradconceal.attacks import PGD, Square, adaptive_view
 from gradconceal.data import load_dataset
 from gradconceal.defenses.concealment import DefendedModel, GradientConcealment
 from gradconceal.defenses.randomization import RandomResizePad, ResizePadDraw
-from gradconceal.evaluation.runner import seeded_randomness
+from gradconceal.defenses.randomization import seeded_randomness
 from gradconceal.evaluation.spec import sample_seeds
 from gradconceal.models.zoo import load_model
 

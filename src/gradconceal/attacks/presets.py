@@ -1,6 +1,6 @@
 """Named attack protocols: the paper's, its sparse-L1 variant, the adaptive one and an AutoAttack-like one.
 
-``preset("paper", image_size=(3, 224, 224))`` returns ``AttackSpec``s; ``spec.build(model)`` makes the
+``preset("paper", image_size=(3, 224, 224))`` returns ``AttackPlan``s; ``plan.build(model)`` makes the
 attack on the right view of the model. Budgets are given for 3x224x224 ImageNet images (the paper's)
 and scaled to other sizes so the *per-pixel* budget stays the same: Linf unchanged, L2 times
 ``sqrt(d / 150528)``, L1 times ``d / 150528`` (d = C*H*W); step sizes scale with their budget.
@@ -22,86 +22,20 @@ Where the numbers come from (docs/attacks.md has the full table):
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple
 
-from torch import nn
-
-from gradconceal.attacks.adaptive import adaptive_view, random_layers
-from gradconceal.attacks.base import Attack
-from gradconceal.attacks.registry import create_attack
-from gradconceal.defenses.concealment import GradientConcealment
+from gradconceal.attacks.plan import AttackPlan, group_of
 from gradconceal.errors import GradconcealError, suggest
 
 REFERENCE_SIZE: Tuple[int, int, int] = (3, 224, 224)
-VIEWS: Tuple[str, ...] = ("plain", "bpda", "eot", "bpda+eot", "transfer")
 PRESETS: Tuple[str, ...] = ("paper", "paper-l1-sparse", "adaptive", "autoattack-like")
 EOT_SAMPLES = 10  # draws per gradient in the adaptive preset's EOT attack (as in Athalye et al.'s EOT demos)
 
 
-@dataclass(frozen=True)
-class AttackSpec:
-    """One attack of a protocol: a report label, the attack name, its settings and the attacker's view."""
-
-    label: str
-    attack: str
-    settings: Mapping[str, Any] = field(default_factory=dict)
-    view: str = "plain"
-    eot_samples: int = 1
-
-    def __post_init__(self) -> None:
-        if self.view not in VIEWS:
-            raise GradconcealError(f"view must be one of {list(VIEWS)}, got {self.view!r}{suggest(self.view, VIEWS)}")
-        object.__setattr__(self, "settings", dict(self.settings))
-
-    def __hash__(self) -> int:
-        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
-
-    def build(self, model: nn.Module) -> Attack:
-        """The attack on ``model`` seen through this spec's view (BPDA/EOT wrap it, transfer uses its base)."""
-        if self.view == "transfer":
-            return create_attack("transfer", model, attack=self.attack, **self.settings)
-        if self.view == "plain":
-            return create_attack(self.attack, model, **self.settings)
-        bpda = self.view in ("bpda", "bpda+eot")
-        eot = self.eot_samples if "eot" in self.view else 1
-        return create_attack(self.attack, adaptive_view(model, bpda=bpda, eot_samples=eot), **self.settings)
-
-    def applies_to(self, model: nn.Module) -> bool:
-        """False when the view has nothing to act on: EOT without random layers.
-
-        BPDA applies to every model: without a concealment layer it is plain autograd, and running it on the
-        undefended model too keeps the rows comparable (the worst case of both rows covers the same attacks).
-        """
-        if self.view == "plain":
-            return True
-        if self.view == "transfer":
-            return hasattr(model, "base") and hasattr(model, "defenses")
-        has_concealment = any(isinstance(m, GradientConcealment) for m in model.modules())
-        has_random = bool(random_layers(model))
-        if self.view == "bpda":
-            return True
-        if self.view == "eot":
-            return has_random
-        return has_concealment and has_random
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-ready dict (``AttackSpec.from_dict`` reads it back)."""
-        return {"label": self.label, "attack": self.attack, "settings": dict(self.settings), "view": self.view,
-                "eot_samples": self.eot_samples}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "AttackSpec":
-        """The spec written by ``to_dict`` (unknown keys are an error)."""
-        known = {"label", "attack", "settings", "view", "eot_samples"}
-        unknown = set(data) - known
-        if unknown:
-            raise GradconcealError(f"attack spec has unknown keys {sorted(unknown)}; known: {sorted(known)}")
-        if "label" not in data or "attack" not in data:
-            raise GradconcealError(f"attack spec needs 'label' and 'attack', got {dict(data)}")
-        return cls(**dict(data))
+def _plan(origin: str, label: str, attack: str, settings: Mapping[str, Any], view: str = "plain") -> AttackPlan:
+    """A preset's attack, grouped by its preset's role (``group_of``)."""
+    return AttackPlan(label, attack, settings, view=view, group=group_of(attack, view, origin), origin=origin)
 
 
 def _scaled(value: float, norm: str, image_size: Sequence[int]) -> float:
@@ -119,47 +53,51 @@ def _budget(value: float, norm: str, image_size: Sequence[int]) -> float:
     return float(f"{_scaled(value, norm, image_size):.6g}")
 
 
-def _paper(image_size: Sequence[int], sparse_l1: bool) -> List[AttackSpec]:
+def _paper(image_size: Sequence[int], sparse_l1: bool) -> List[AttackPlan]:
     size = tuple(image_size)
+    origin = "paper-l1-sparse" if sparse_l1 else "paper"
     l1_eps, l2_eps = _budget(1600.0, "l1", size), _budget(8.0, "l2", size)
     l1_step = "sparse" if sparse_l1 else "dense"
     return [
-        AttackSpec("FGSM", "fgsm", {"norm": "linf", "eps": "8/255"}),
-        AttackSpec("PGD-L1 (sparse)" if sparse_l1 else "PGD-L1", "pgd",
+        _plan(origin, "FGSM", "fgsm", {"norm": "linf", "eps": "8/255"}),
+        _plan(origin, "PGD-L1 (sparse)" if sparse_l1 else "PGD-L1", "pgd",
                    {"norm": "l1", "eps": l1_eps, "steps": 20, "alpha": _budget(120.0, "l1", size),
                     "random_start": True, "l1_step": l1_step}),
-        AttackSpec("PGD-L2", "pgd", {"norm": "l2", "eps": l2_eps, "steps": 20,
-                                     "alpha": _budget(0.6, "l2", size), "random_start": True}),
-        AttackSpec("PGD-Linf", "pgd", {"norm": "linf", "eps": "8/255", "steps": 20, "alpha": "0.6/255",
-                                       "random_start": True}),
-        AttackSpec("C&W-L2", "cw", {"eps": l2_eps, "steps": 100, "binary_search_steps": 5, "lr": 0.01,
-                                    "initial_const": 0.1, "kappa": 0.0}),
+        _plan(origin, "PGD-L2", "pgd", {"norm": "l2", "eps": l2_eps, "steps": 20,
+                                        "alpha": _budget(0.6, "l2", size), "random_start": True}),
+        _plan(origin, "PGD-Linf", "pgd", {"norm": "linf", "eps": "8/255", "steps": 20, "alpha": "0.6/255",
+                                          "random_start": True}),
+        _plan(origin, "C&W-L2", "cw", {"eps": l2_eps, "steps": 100, "binary_search_steps": 5, "lr": 0.01,
+                                       "initial_const": 0.1, "kappa": 0.0}),
     ]
 
 
-def _adaptive(image_size: Sequence[int]) -> List[AttackSpec]:
-    paper = {spec.label: spec for spec in _paper(image_size, sparse_l1=True)}
-    specs = [AttackSpec(f"BPDA {label}", spec.attack, spec.settings, view="bpda") for label, spec in paper.items()]
-    specs.append(AttackSpec("BPDA+EOT PGD-Linf", "pgd", paper["PGD-Linf"].settings, view="bpda+eot",
-                            eot_samples=EOT_SAMPLES))
-    specs.append(AttackSpec("BPDA APGD-DLR-Linf", "apgd", {"norm": "linf", "eps": "8/255", "steps": 50, "loss": "dlr",
-                                                           "restarts": 1}, view="bpda"))
-    specs.append(AttackSpec("Square-Linf", "square", {"norm": "linf", "eps": "8/255", "n_queries": 1000, "p_init": 0.8}))
-    specs.append(AttackSpec("Transfer PGD-Linf", "pgd", paper["PGD-Linf"].settings, view="transfer"))
-    return specs
+def _adaptive(image_size: Sequence[int]) -> List[AttackPlan]:
+    paper = {plan.label: plan for plan in _paper(image_size, sparse_l1=True)}
+    origin = "adaptive"
+    plans = [_plan(origin, f"BPDA {label}", plan.attack, plan.settings, view="bpda") for label, plan in paper.items()]
+    plans.append(_plan(origin, "BPDA+EOT PGD-Linf", "pgd", {**paper["PGD-Linf"].settings, "eot_samples": EOT_SAMPLES},
+                       view="bpda+eot"))
+    plans.append(_plan(origin, "BPDA APGD-DLR-Linf", "apgd", {"norm": "linf", "eps": "8/255", "steps": 50, "loss": "dlr",
+                                                             "restarts": 1}, view="bpda"))
+    plans.append(_plan(origin, "Square-Linf", "square", {"norm": "linf", "eps": "8/255", "n_queries": 1000,
+                                                         "p_init": 0.8}))
+    plans.append(_plan(origin, "Transfer PGD-Linf", "pgd", paper["PGD-Linf"].settings, view="transfer"))
+    return plans
 
 
-def _autoattack_like(image_size: Sequence[int]) -> List[AttackSpec]:
+def _autoattack_like(image_size: Sequence[int]) -> List[AttackPlan]:
     eps = "4/255" if min(image_size[1:]) >= 128 else "8/255"
+    origin = "autoattack-like"
     return [
-        AttackSpec("APGD-CE", "apgd", {"norm": "linf", "eps": eps, "steps": 100, "loss": "ce", "restarts": 1}),
-        AttackSpec("APGD-T", "apgd", {"norm": "linf", "eps": eps, "steps": 100, "loss": "dlr", "targeted": True,
-                                      "n_target_classes": 9, "restarts": 1}),
-        AttackSpec("Square", "square", {"norm": "linf", "eps": eps, "n_queries": 5000, "p_init": 0.8}),
+        _plan(origin, "APGD-CE", "apgd", {"norm": "linf", "eps": eps, "steps": 100, "loss": "ce", "restarts": 1}),
+        _plan(origin, "APGD-T", "apgd", {"norm": "linf", "eps": eps, "steps": 100, "loss": "dlr", "targeted": True,
+                                         "n_target_classes": 9, "restarts": 1}),
+        _plan(origin, "Square", "square", {"norm": "linf", "eps": eps, "n_queries": 5000, "p_init": 0.8}),
     ]
 
 
-def preset(name: str, image_size: Sequence[int] = REFERENCE_SIZE) -> List[AttackSpec]:
+def preset(name: str, image_size: Sequence[int] = REFERENCE_SIZE) -> List[AttackPlan]:
     """The attacks of protocol ``name`` for images of ``image_size`` (C, H, W)."""
     try:
         size = tuple(int(v) for v in image_size)

@@ -146,3 +146,15 @@ def sample_rows(model: nn.Module, rows: Sequence[int]) -> Iterator[None]:
             if isinstance(module, RandomResizePad):
                 stack.enter_context(module.select_rows(rows))
         yield
+
+
+@contextlib.contextmanager
+def seeded_randomness(model: nn.Module, seeds: Sequence[int]) -> Iterator[None]:
+    """Within the block, every random resize-and-pad layer of ``model`` draws per sample from ``seeds``
+    (``RandomResizePad.per_sample_seeds``; an empty batch, which attacks send once every sample is done,
+    passes through without a draw)."""
+    with contextlib.ExitStack() as stack:
+        for module in model.modules():
+            if isinstance(module, RandomResizePad):
+                stack.enter_context(module.per_sample_seeds(seeds))
+        yield

@@ -19,12 +19,15 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 from torch import nn
 
+from gradconceal._version import __version__
+from gradconceal.defenses.build import resize_pad_min_size
 from gradconceal.errors import GradconcealError
-from gradconceal.evaluation.metrics import RowMetrics, row_metrics
+from gradconceal.evaluation.artifacts import adversarial_path, safe_name
+from gradconceal.evaluation.metrics import RowMetrics, row_metrics, split_row
+from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, Key, Record
 from gradconceal.evaluation.results import Results, compare, read_results
-from gradconceal.evaluation.runner import Runner, adversarial_path, group_records, resize_pad_min_size
-from gradconceal.evaluation.spec import CLEAN_LABEL, EvalSpec, is_results_file, load_spec, read_spec_file
-from gradconceal.evaluation.attackplan import applicable
+from gradconceal.evaluation.run import Runner
+from gradconceal.evaluation.spec import EvalSpec, is_results_file, load_spec, read_spec_file
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +39,7 @@ def library_versions() -> Dict[str, str]:
     import numpy
     import torch
 
-    import gradconceal
-
-    versions = {"gradconceal": gradconceal.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
+    versions = {"gradconceal": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
                 "python": sys.version.split()[0], "platform": platform.platform()}
     for name in ("torchvision", "timm"):
         module = sys.modules.get(name)
@@ -91,8 +92,8 @@ def _evaluate(runner: Runner, spec: EvalSpec, out: Path, original: Optional[Dict
     """Run, compute the numbers, audit, plot and write the report (rank 0)."""
     records = runner.run()
     rows = [
-        row_metrics(m.label, d.label, group_records(records, m.label, d.label, runner.n_images), runner.plans,
-                    {p.label: applicable(p, d) for p in runner.plans})
+        row_metrics(m.label, d.label, *split_row(records, m.label, d.label, runner.n_images), runner.plans,
+                    {p.label: p.applies(random=d.random) for p in runner.plans})
         for m in spec.models for d in spec.defenses
     ]
     info = _run_info(runner, started)
@@ -153,7 +154,7 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
             size = runner.image_size[-1]
             notes.append(
                 f"Defence {defense.label!r}: random resize-and-pad resizes (nearest) to a side in "
-                f"[{resize_pad_min_size(defense, size)}, {size}) and zero-pads back to {size}"
+                f"[{resize_pad_min_size(size, defense.min_size)}, {size}) and zero-pads back to {size}"
                 + ("" if defense.min_size is not None else f" (the challenge's 218/224 scaled to {size}-pixel images)")
                 + "."
             )
@@ -194,9 +195,9 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
 def _audit(runner: Runner) -> Dict[str, Dict[str, Any]]:
     """The quick masking audit (gradient checks, no attacks) of each (model, defence), or why it was not run."""
     try:
-        from gradconceal.audit import audit
+        from gradconceal.masking import audit
     except ImportError:
-        return {f"{m}/{d}": {"note": "audit not run (gradconceal.audit is not available)"} for (m, d) in runner.defended}
+        return {f"{m}/{d}": {"note": "audit not run (gradconceal.masking is not available)"} for (m, d) in runner.defended}
     out: Dict[str, Dict[str, Any]] = {}
     for (model_label, defense_label), model in runner.defended.items():
         key = f"{model_label}/{defense_label}"
@@ -211,7 +212,7 @@ def _audit(runner: Runner) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def _plots(results: Results, runner: Runner, records: Mapping) -> List[str]:
+def _plots(results: Results, runner: Runner, records: Mapping[Key, Record]) -> List[str]:
     """Draw the report's PNGs; returns their file names relative to the report folder."""
     from gradconceal.evaluation import plots
 
@@ -223,19 +224,14 @@ def _plots(results: Results, runner: Runner, records: Mapping) -> List[str]:
     if results.spec.gallery:
         for row in results.rows:
             items = _gallery_items(row, results, runner, records)
-            name = f"gallery_{_file_part(row.model)}_{_file_part(row.defense)}.png"
+            name = f"gallery_{safe_name(row.model)}_{safe_name(row.defense)}.png"
             made.append(plots.plot_gallery(f"{row.model} / {row.defense}: clean, adversarial under the strongest "
                                            "successful attack, perturbation", items, out / name))
     return [p.name for p in made if p is not None]
 
 
-def _file_part(text: str) -> str:
-    from gradconceal.evaluation.runner import safe_name
-
-    return safe_name(text)
-
-
-def _gallery_items(row: RowMetrics, results: Results, runner: Runner, records: Mapping) -> List[Dict[str, Any]]:
+def _gallery_items(row: RowMetrics, results: Results, runner: Runner,
+                   records: Mapping[Key, Record]) -> List[Dict[str, Any]]:
     """Up to ``spec.gallery`` images of a row with the adversarial of its strongest successful attack."""
     import numpy as np
     from PIL import Image
@@ -258,11 +254,11 @@ def _gallery_items(row: RowMetrics, results: Results, runner: Runner, records: M
         for order, (label, m) in enumerate(row.attacks.items()) if m is not None)
     items = []
     for index in range(min(results.spec.gallery, runner.n_images)):
-        clean_record = records.get((row.model, row.defense, "clean", index))
-        if clean_record is None:
+        clean_record = records.get((row.model, row.defense, CLEAN_LABEL, index))
+        if clean_record is None or isinstance(clean_record, AttackRecord):
             continue
-        item: Dict[str, Any] = {"clean": runner.dataset[index][0].float().numpy(), "clean_name": name(clean_record["pred"])}
-        if not clean_record["correct"]:
+        item: Dict[str, Any] = {"clean": runner.dataset[index][0].float().numpy(), "clean_name": name(clean_record.pred)}
+        if not clean_record.correct:
             item["note"] = "misclassified without attack"
         else:
             item["note"] = "no attack of the table fools the model with its saved (8-bit) image"
@@ -270,11 +266,12 @@ def _gallery_items(row: RowMetrics, results: Results, runner: Runner, records: M
                 record = records.get((row.model, row.defense, label, index))
                 png = adversarial_path(results.out_dir, row.model, row.defense, label, index)
                 # the PNG is the 8-bit image: show it only where it still fools the model after rounding
-                if record and record["status"] == "attacked" and record.get("correct_8bit") is False and png.is_file():
+                if isinstance(record, AttackRecord) and record.attacked and record.correct_8bit is False \
+                        and png.is_file():
                     with Image.open(png) as image:
                         array = np.asarray(image, dtype=np.float32) / 255.0
                     item["adversarial"] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-                    item["adversarial_name"] = name(record["adv_pred_8bit"])
+                    item["adversarial_name"] = name(record.adv_pred_8bit)
                     item["attack"] = label
                     break
         items.append(item)

@@ -13,7 +13,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from gradconceal.evaluation.spec import CLEAN_LABEL, AttackPlan
+from gradconceal.attacks.plan import AttackPlan
+from gradconceal.evaluation.records import AttackRecord, CleanRecord, Key, Record
 
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -129,57 +130,57 @@ def _median(values: Sequence[float]) -> Optional[float]:
     return float(statistics.median(values)) if values else None
 
 
-def attack_metrics(plan: AttackPlan, records: Sequence[Mapping[str, Any]], n_images: int) -> AttackMetrics:
+def attack_metrics(plan: AttackPlan, records: Sequence[AttackRecord], n_images: int) -> AttackMetrics:
     """Metrics of one attack from its records (one per image of the row)."""
-    clean_correct = [r for r in records if r["clean_correct"]]
-    attacked = [r for r in clean_correct if r["status"] == "attacked"]
-    survived = sum(1 for r in clean_correct if r["correct"])
-    broken = [r for r in attacked if not r["correct"] and r.get("norm") is not None]
-    rounded = [r for r in attacked if r.get("correct_8bit") is not None]
-    changed = sum(1 for r in rounded if r["correct_8bit"] != r["correct"]) if rounded else None
+    clean_correct = [r for r in records if r.clean_correct]
+    attacked = [r for r in clean_correct if r.attacked]
+    survived = sum(1 for r in clean_correct if r.correct)
+    broken = [r for r in attacked if not r.correct and r.norm is not None]
+    rounded = [r for r in attacked if r.correct_8bit is not None]
+    changed = sum(1 for r in rounded if r.correct_8bit != r.correct) if rounded else None
     ar_8bit = None
     if rounded:
-        kept = sum(1 for r in clean_correct if (r["correct_8bit"] if r.get("correct_8bit") is not None else r["correct"]))
+        kept = sum(1 for r in clean_correct if (r.correct_8bit if r.correct_8bit is not None else r.correct))
         ar_8bit = Rate(kept, len(clean_correct))
-    disagreements = sum(1 for r in attacked if r.get("fooled") is not None and bool(r["fooled"]) == bool(r["correct"]))
+    disagreements = sum(1 for r in attacked if r.fooled is not None and bool(r.fooled) == bool(r.correct))
     return AttackMetrics(
         attack=plan.label,
         group=plan.group,
         ar=Rate(survived, len(clean_correct)),
         robust=Rate(survived, n_images),
         attacked=len(attacked),
-        mean_norm=(sum(float(r["norm"]) for r in broken) / len(broken)) if broken else None,
-        median_grad_evals=_median([float(r["grad_evals"]) for r in attacked]),
-        median_forward_evals=_median([float(r["forward_evals"]) for r in attacked]),
+        mean_norm=(sum(float(r.norm) for r in broken if r.norm is not None) / len(broken)) if broken else None,
+        median_grad_evals=_median([float(r.grad_evals) for r in attacked]),
+        median_forward_evals=_median([float(r.forward_evals) for r in attacked]),
         changed_by_rounding=changed,
         ar_8bit=ar_8bit,
         fooled_disagreements=disagreements,
     )
 
 
-def worst_case(clean: Sequence[Mapping[str, Any]], per_attack: Iterable[Sequence[Mapping[str, Any]]]) -> Tuple[Rate, Rate]:
+def worst_case(clean: Sequence[CleanRecord], per_attack: Iterable[Sequence[AttackRecord]]) -> Tuple[Rate, Rate]:
     """(AR, robust accuracy) when each image faces its own strongest attack among ``per_attack``."""
-    robust = {int(r["index"]): bool(r["correct"]) for r in clean}
+    robust = {r.index: r.correct for r in clean}
     for records in per_attack:
         for r in records:
-            if not r["correct"]:
-                robust[int(r["index"])] = False
-    n_correct = sum(1 for r in clean if r["correct"])
-    survived = sum(1 for r in clean if r["correct"] and robust[int(r["index"])])
+            if not r.correct:
+                robust[r.index] = False
+    n_correct = sum(1 for r in clean if r.correct)
+    survived = sum(1 for r in clean if r.correct and robust[r.index])
     return Rate(survived, n_correct), Rate(survived, len(clean))
 
 
 def row_metrics(
     model: str,
     defense: str,
-    records: Mapping[str, Sequence[Mapping[str, Any]]],
+    clean: Sequence[CleanRecord],
+    records: Mapping[str, Sequence[AttackRecord]],
     plans: Sequence[AttackPlan],
     applicable: Mapping[str, bool],
 ) -> RowMetrics:
-    """Every number of one row from its records grouped by attack label (``CLEAN_LABEL`` for the clean pass)."""
-    clean = list(records.get(CLEAN_LABEL, []))
+    """Every number of one row from its clean records and its attack records grouped by attack label."""
     n = len(clean)
-    row = RowMetrics(model, defense, Rate(sum(1 for r in clean if r["correct"]), n))
+    row = RowMetrics(model, defense, Rate(sum(1 for r in clean if r.correct), n))
     table_plans = [p for p in plans if p.group != "sweep"]
     for plan in table_plans:
         row.attacks[plan.label] = attack_metrics(plan, records.get(plan.label, []), n) if applicable[plan.label] else None
@@ -201,3 +202,22 @@ def row_metrics(
             "ar": m.ar.to_dict(), "robust_accuracy": m.robust.to_dict(),
         })
     return row
+
+
+def split_row(records: Mapping[Key, Record], model: str, defense: str,
+              n_images: int) -> Tuple[List[CleanRecord], Dict[str, List[AttackRecord]]]:
+    """One row's clean records and its attack records by label, limited to the first ``n_images`` images,
+    each sorted by image index."""
+    clean: List[CleanRecord] = []
+    attacks: Dict[str, List[AttackRecord]] = {}
+    for key, record in records.items():
+        if key[0] != model or key[1] != defense or key[3] >= n_images:
+            continue
+        if isinstance(record, CleanRecord):
+            clean.append(record)
+        else:
+            attacks.setdefault(key[2], []).append(record)
+    clean.sort(key=lambda r: r.index)
+    for values in attacks.values():
+        values.sort(key=lambda r: r.index)
+    return clean, attacks

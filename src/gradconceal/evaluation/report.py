@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from gradconceal.attacks.threat import format_eps
 from gradconceal.evaluation.metrics import AttackMetrics, Rate, RowMetrics
 from gradconceal.evaluation.results import Results
-from gradconceal.evaluation.spec import AttackPlan
+from gradconceal.attacks.plan import AttackPlan
 from gradconceal.models.checkpoint import default_file_mode
 
 

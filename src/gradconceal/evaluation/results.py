@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Optional
 
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.metrics import RowMetrics
-from gradconceal.evaluation.spec import FORMAT_VERSION, AttackPlan, EvalSpec
+from gradconceal.attacks.plan import AttackPlan
+from gradconceal.evaluation.spec import FORMAT_VERSION, EvalSpec
 
 RESULTS_KIND = "gradconceal-results"
 

@@ -1,4 +1,5 @@
-"""From a spec's ``attacks`` (presets, explicit entries, an eps sweep) to the attacks the runner builds.
+"""Plan: a spec becomes the attacks to run (presets expanded for the image size, overrides, sweep) and the jobs
+to compute, each with the key that binds its records to what produced them.
 
 Every attack is validated here before any model loads: its settings are checked by building it on a
 stand-in model that only declares the image size, so budgets beyond the image's largest distance, unknown
@@ -7,16 +8,23 @@ settings and bad values are caught with the attack library's own messages.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
+from gradconceal.attacks.plan import VIEW_SETTINGS, AttackPlan, group_of
+from gradconceal.attacks.presets import preset
+from gradconceal.attacks.registry import create_attack
 from gradconceal.errors import GradconcealError, suggest
-from gradconceal.evaluation.labelsets import AcceptedLabels
-from gradconceal.evaluation.spec import AttackPlan, DefenseEntry, EvalSpec
+from gradconceal.evaluation.records import CLEAN_LABEL
+from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry
 
-_GRADIENT_FREE = ("square",)
-_VIEW_SETTINGS = ("eot_samples",)  # settings of the attacker's view, not of the attack itself
+# Bumped whenever the meaning of a record changes, so that a resume never mixes the two.
+RECORDS_VERSION = 1
 
 
 class _ShapeProbe(nn.Module):
@@ -31,28 +39,12 @@ class _ShapeProbe(nn.Module):
         raise RuntimeError("the shape probe is not a model")
 
 
-def group_of(attack: str, view: str, origin: str = "explicit") -> str:
-    """The table block of an attack: 'white-box' (the paper's protocol) or 'adaptive'.
-
-    Preset attacks keep their preset's role (the adaptive preset's APGD-DLR is a stronger plain-gradient
-    attack, listed with the adaptive ones as in the preset); explicit attacks are 'white-box' when they
-    differentiate the defended model through plain autograd, else 'adaptive'.
-    """
-    if origin == "paper":
-        return "white-box"
-    if origin in ("adaptive", "autoattack-like"):
-        return "adaptive"
-    return "white-box" if view == "plain" and attack not in _GRADIENT_FREE + ("transfer",) else "adaptive"
-
-
 def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_size: Sequence[int],
                     where: str) -> Tuple[str, float]:
     """Build the attack on a stand-in model (unknown names, settings, bad values fail here); returns (norm, eps)."""
-    from gradconceal.attacks import create_attack
-
     if "eot_samples" in settings and "eot" not in view:
         raise GradconcealError(f"{where}: eot_samples needs view 'eot' or 'bpda+eot', got view {view!r}")
-    attack_settings = {k: v for k, v in settings.items() if k not in _VIEW_SETTINGS}
+    attack_settings = {k: v for k, v in settings.items() if k not in VIEW_SETTINGS}
     probe = _ShapeProbe(image_size)
     try:
         if attack == "transfer" or view == "transfer":
@@ -67,8 +59,6 @@ def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_s
 
 def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
     """The attacks of a spec in order: presets expanded for ``image_size``, overrides applied, sweep appended."""
-    from gradconceal.attacks.presets import preset
-
     plans: List[AttackPlan] = []
     for i, entry in enumerate(spec.attacks):
         where = f"attacks[{i}]"
@@ -81,13 +71,11 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
                     raise GradconcealError(f"{where}.overrides: preset {entry.preset!r} has no attack {label!r}"
                                            f"{suggest(label, labels)}; its attacks: {', '.join(labels)}")
             for s in specs:
-                view_settings = {"eot_samples": s.eot_samples} if "eot" in s.view else {}
-                settings = {**dict(s.settings), **view_settings, **dict(entry.overrides.get(s.label, {}))}
+                settings = {**dict(s.settings), **dict(entry.overrides.get(s.label, {}))}
                 changed = s.label in entry.overrides
                 norm, eps = validate_attack(s.attack, settings, s.view, image_size, f"{where} ({entry.preset}: {s.label})")
-                plans.append(AttackPlan(label=s.label, attack=s.attack, settings=settings, view=s.view,
-                                        group=group_of(s.attack, s.view, entry.preset), origin=entry.preset, keep=keep,
-                                        reason=entry.reason if changed else None, norm=norm, eps=eps))
+                plans.append(dataclasses.replace(s, settings=settings, keep=keep,
+                                                 reason=entry.reason if changed else None, norm=norm, eps=eps))
             continue
         assert entry.attack is not None and entry.label is not None
         norm, eps = validate_attack(entry.attack, entry.settings, entry.view, image_size, f"{where} ({entry.label})")
@@ -114,48 +102,53 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
     return plans
 
 
-def applicable(plan: AttackPlan, defense: DefenseEntry) -> bool:
-    """Whether a view has something to act on: EOT needs a random layer.
+def job_hash(config: Mapping[str, Any]) -> str:
+    """A short fingerprint of everything that decides a job's records."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
-    BPDA runs on every row: without a concealment layer it is plain autograd, and running it on the
-    undefended model keeps the rows comparable (both worst cases cover the same attacks).
+
+@dataclass(frozen=True)
+class Job:
+    """One (model, defence, attack) cell of the evaluation: the clean pass when ``plan`` is None.
+
+    ``key`` fingerprints what decides its records (``job_config``); every record of the job carries it.
     """
-    if "eot" in plan.view and not defense.random:
-        return False
-    return True
+
+    model: ModelEntry
+    defense: DefenseEntry
+    plan: Optional[AttackPlan]
+    key: str
+
+    @property
+    def attack_label(self) -> str:
+        return self.plan.label if self.plan is not None else CLEAN_LABEL
 
 
-def _undefended(defended: nn.Module) -> nn.Module:
-    """The model without its input defences (the transfer surrogate), in eval mode like the defended one."""
-    base = defended.base
-    normalize = getattr(defended, "normalize", None)
-    if normalize is None or isinstance(normalize, nn.Identity):
-        return base
-    return nn.Sequential(normalize, base).eval()
+def job_config(spec: EvalSpec, model: ModelEntry, defense: DefenseEntry, plan: Optional[AttackPlan],
+               in_memory: bool) -> Dict[str, Any]:
+    """What decides a job's records: the model, defence, attack, data, seed, dtype and the records' version."""
+    return {
+        "records_version": RECORDS_VERSION,
+        "model": {"in_memory": model.name} if in_memory else model.to_dict(),
+        "defense": defense.to_dict(),
+        "attack": plan.config() if plan else CLEAN_LABEL,
+        "data": {"source": spec.data.source, "split": spec.data.split},
+        "seed": spec.seed,
+        "dtype": spec.dtype,
+    }
 
 
-def build_attack(plan: AttackPlan, defended: nn.Module, accepted: Optional[Sequence[int]] = None,
-                 label: Optional[int] = None) -> Any:
-    """The attack object of a plan on a defended model, through the plan's view of it.
-
-    Transfer attacks craft on the undefended model (the defended model's ``base``); BPDA applies only where
-    the defence has a concealment layer (elsewhere the plain model is the same function). With several
-    ``accepted`` labels (one image), the attack sees them merged into ``label`` (``AcceptedLabels``).
-    """
-    from gradconceal.attacks import adaptive_view, create_attack
-
-    def seen(model: nn.Module) -> nn.Module:
-        if accepted is None or len(accepted) < 2:
-            return model
-        return AcceptedLabels(model, accepted, int(label if label is not None else accepted[0]))
-
-    settings = {k: v for k, v in plan.settings.items() if k not in _VIEW_SETTINGS}
-    if plan.attack == "transfer" or plan.view == "transfer":
-        extra = {} if plan.attack == "transfer" else {"attack": plan.attack}
-        return create_attack("transfer", seen(defended), surrogate=seen(_undefended(defended)), **extra, **settings)
-    bpda = "bpda" in plan.view and getattr(defended, "concealment", None) is not None
-    eot_samples = int(plan.settings.get("eot_samples", 1)) if "eot" in plan.view else 1
-    if not bpda and eot_samples == 1:
-        return create_attack(plan.attack, seen(defended), **settings)
-    view = adaptive_view(seen(defended), bpda=bpda, eot_samples=eot_samples).train(defended.training)
-    return create_attack(plan.attack, view, **settings)
+def plan_jobs(spec: EvalSpec, plans: Sequence[AttackPlan], in_memory: Sequence[str] = ()) -> List[Job]:
+    """Every job of a spec in run order: per model and defence, the clean pass, the table's attacks whose view
+    applies to the defence (``AttackPlan.applies``), then the sweep's."""
+    ordered = [p for p in plans if p.group != "sweep"] + [p for p in plans if p.group == "sweep"]
+    jobs: List[Job] = []
+    for model in spec.models:
+        for defense in spec.defenses:
+            for plan in [None, *ordered]:
+                if plan is not None and not plan.applies(random=defense.random):
+                    continue
+                config = job_config(spec, model, defense, plan, model.name in in_memory)
+                jobs.append(Job(model, defense, plan, job_hash(config)))
+    return jobs
