@@ -14,7 +14,7 @@ from typing import List, Optional
 from gradconceal.errors import GradconcealError
 
 # Each module defines ``register(subparsers)`` that adds its parser and sets ``func`` on it.
-SUBCOMMAND_MODULES = ("demo", "evaluate", "models", "audit", "train", "bench")
+SUBCOMMAND_MODULES = ("demo", "evaluate", "models", "audit", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Gradient Concealment (GCM): add it to a model, reproduce the paper's table, "
         "and see what adaptive attacks say about it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'gradconceal COMMAND --help' for the examples of each command.",
+        epilog="Run 'gradconceal COMMAND --help' for the examples of each command.\n"
+        "Benchmarks (speed and memory against torchattacks) run from a source checkout: python benchmarks/run.py",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     parser.add_argument("--quiet", action="store_true", help="no progress bars; log lines only")

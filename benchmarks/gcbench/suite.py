@@ -1,6 +1,6 @@
 """The benchmark suite: run the chosen measurements, print the ratio table, write bench.json and table.md.
 
-Each measurement is a module of this package with ``NAME``, ``TITLE`` and ``run(ctx) -> list[Row]``.
+Each measurement is a module of this package (``gcbench``) with ``NAME``, ``TITLE`` and ``run(ctx) -> list[Row]``.
 ``run_suite`` runs them in order in one process (except those that need their own processes), so every
 ratio compares sides measured on the same model, data, batch and device, under the same load.
 """
@@ -18,23 +18,23 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from gradconceal.bench.context import BenchContext, BenchError, describe, machine_description
-from gradconceal.bench.results import Row, ratio_table, targets_summary
+from gcbench.context import BenchContext, BenchError, describe, machine_description
+from gcbench.results import Row, ratio_table, targets_summary
 from gradconceal.errors import GradconcealError, suggest
 
 log = logging.getLogger(__name__)
 
 # name -> module, in the order the suite runs them
 BENCHMARKS: Dict[str, str] = {
-    "gcm": "gradconceal.bench.gcm",
-    "attacks": "gradconceal.bench.attacks",
-    "early-stop": "gradconceal.bench.early_stop",
-    "square": "gradconceal.bench.square",
-    "cw-apgd": "gradconceal.bench.cw_apgd",
-    "memory": "gradconceal.bench.memory",
-    "runner": "gradconceal.bench.runner",
-    "scaling": "gradconceal.bench.scaling",
-    "gpu": "gradconceal.bench.gpu",
+    "gcm": "gcbench.gcm",
+    "attacks": "gcbench.attacks",
+    "early-stop": "gcbench.early_stop",
+    "square": "gcbench.square",
+    "cw-apgd": "gcbench.cw_apgd",
+    "memory": "gcbench.memory",
+    "runner": "gcbench.runner",
+    "scaling": "gcbench.scaling",
+    "gpu": "gcbench.gpu",
 }
 
 
@@ -92,8 +92,8 @@ def check_names(names: Sequence[str]) -> List[str]:
 
 def bench_command(*, quick: bool, only: Sequence[str], out: Optional[str], repeats: Optional[int], threads: int,
                   device: str) -> str:
-    """The ``gradconceal bench`` command line that reproduces a run."""
-    parts = ["gradconceal", "bench"]
+    """The ``python benchmarks/run.py`` command line that reproduces a run."""
+    parts = ["python", "benchmarks/run.py"]
     if quick:
         parts.append("--quick")
     if only:

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradconceal.bench.context import BenchContext
-from gradconceal.bench.results import Row
-from gradconceal.bench.timing import median, paired_ratio
+from gcbench.context import BenchContext
+from gcbench.results import Row
+from gcbench.timing import median, paired_ratio
 from gradconceal.defenses import GradientConcealment, conceal
 
 log = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from gradconceal.bench.context import BenchContext
-from gradconceal.bench.results import Row
-from gradconceal.bench.timing import median, time_once
+from gcbench.context import BenchContext
+from gcbench.results import Row
+from gcbench.timing import median, time_once
 from gradconceal.defenses import conceal
 
 NAME = "square"

@@ -19,10 +19,20 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from gradconceal.bench.timing import default_clock, interleaved
+from gcbench.timing import default_clock, interleaved
 from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)
+
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent  # holds run.py and this package
+
+
+def child_env(**extra: str) -> Dict[str, str]:
+    """This process's environment plus ``extra``, with ``BENCHMARKS_DIR`` on PYTHONPATH (``-m gcbench.*`` children)."""
+    env = dict(os.environ, **extra)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCHMARKS_DIR), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 class BenchError(RuntimeError):

@@ -1,5 +1,5 @@
 """GPU throughput: lite0 PGD-Linf-10 images/s in float32 and bf16 autocast, torch.compile off and on, and GCM
-overhead on the GPU. Runs only where CUDA is available (``gradconceal bench --device cuda --only gpu``);
+overhead on the GPU. Runs only where CUDA is available (``python benchmarks/run.py --device cuda --only gpu``);
 elsewhere it reports one row saying why it was skipped.
 
 CUDA graphs are not timed separately: our attacks shrink the batch as samples are fooled (early stop),
@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradconceal.bench.context import BenchContext
-from gradconceal.bench.results import Row
-from gradconceal.bench.timing import median, paired_ratio
+from gcbench.context import BenchContext
+from gcbench.results import Row
+from gcbench.timing import median, paired_ratio
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def run(ctx: BenchContext) -> List[Row]:
     variants: Dict[str, Tuple[nn.Module, str]] = {"fp32": (base, "fp32"), "bf16 autocast": (base, "bf16")}
     for mode in ("default", "reduce-overhead"):
         try:
-            compiled = torch.compile(base, mode=mode)
+            compiled = cast(nn.Module, torch.compile(base, mode=mode))  # an OptimizedModule
         except RuntimeError as error:  # torch.compile unavailable on this install
             rows.append(Row(NAME, f"lite0 b{batch} compile {mode}", "skipped", "skipped", note=str(error)[:200]))
             continue

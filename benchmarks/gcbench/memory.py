@@ -6,8 +6,8 @@ attack once and reports its peak RSS (VmHWM on Linux, ``resource.getrusage`` els
 resident memory just before it. On a GPU the sides share one process and ``torch.cuda.max_memory_allocated``
 is reset between them.
 
-Run as ``python -m gradconceal.bench.memory --side ours --model lite0 --batch 8 --steps 10`` to measure
-one side; it prints one JSON line.
+Run as ``PYTHONPATH=benchmarks python -m gcbench.memory --side ours --model lite0 --batch 8 --steps 10``
+to measure one side; it prints one JSON line.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from gradconceal.bench.context import BenchContext, BenchError
-from gradconceal.bench.results import Row
+from gcbench.context import BenchContext, BenchError, child_env
+from gcbench.results import Row
 
 NAME = "memory"
 TITLE = "peak memory of PGD-Linf-10: ours vs torchattacks vs the bare loop"
@@ -69,7 +69,7 @@ def attack_runner(side: str, model: torch.nn.Module, images: torch.Tensor, label
     import torchattacks
 
     from gradconceal.attacks import PGD
-    from gradconceal.bench.bare import bare_pgd
+    from gcbench.bare import bare_pgd
 
     alpha = 2.5 * EPS / steps
     if side == "ours":
@@ -85,7 +85,7 @@ def attack_runner(side: str, model: torch.nn.Module, images: torch.Tensor, label
     raise ValueError(f"side must be one of {SIDES}, got {side!r}")
 
 
-def measure_side(side: str, model_name: str, source: str, batch: int, steps: int, threads: int) -> Dict[str, float]:
+def measure_side(side: str, model_name: str, source: str, batch: int, steps: int, threads: int) -> Dict[str, Any]:
     """In this process: load everything, run one side once, return resident-before and peak RSS in MiB."""
     torch.set_num_threads(threads)
     import torchattacks  # noqa: F401  (every side loads the same libraries)
@@ -104,10 +104,10 @@ def measure_side(side: str, model_name: str, source: str, batch: int, steps: int
 
 def _subprocess_sides(model_name: str, source: str, batch: int, steps: int, threads: int) -> Dict[str, Dict[str, Any]]:
     """Every side in its own process, run at the same time (peak RSS is per process, so they do not mix)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    env = child_env(OMP_NUM_THREADS=str(threads))
     running = {}
     for side in SIDES:
-        command = [sys.executable, "-m", "gradconceal.bench.memory", "--side", side, "--model", model_name,
+        command = [sys.executable, "-m", "gcbench.memory", "--side", side, "--model", model_name,
                    "--source", source, "--batch", str(batch), "--steps", str(steps), "--threads", str(threads)]
         running[side] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     found: Dict[str, Dict[str, Any]] = {}
@@ -171,7 +171,7 @@ def run(ctx: BenchContext) -> List[Row]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Measure one side in this process and print its numbers as one JSON line."""
-    parser = argparse.ArgumentParser(prog="python -m gradconceal.bench.memory", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m gcbench.memory", description=__doc__.splitlines()[0])
     parser.add_argument("--side", choices=SIDES, required=True)
     parser.add_argument("--model", default="lite0")
     parser.add_argument("--source", default="photos")

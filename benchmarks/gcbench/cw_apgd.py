@@ -12,9 +12,9 @@ from typing import Callable, Dict, List
 import torch
 from torch import Tensor
 
-from gradconceal.bench.context import BenchContext
-from gradconceal.bench.results import Row
-from gradconceal.bench.timing import median, paired_ratio
+from gcbench.context import BenchContext
+from gcbench.results import Row
+from gcbench.timing import median, paired_ratio
 
 NAME = "cw-apgd"
 TITLE = "C&W-L2 and APGD: time per image vs torchattacks"

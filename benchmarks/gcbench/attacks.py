@@ -18,11 +18,11 @@ from typing import Callable, Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from gradconceal.bench.bare import bare_fgsm, bare_pgd
-from gradconceal.bench.context import BenchContext
-from gradconceal.bench.profiling import write_profiles
-from gradconceal.bench.results import Row
-from gradconceal.bench.timing import median, paired_ratio
+from gcbench.bare import bare_fgsm, bare_pgd
+from gcbench.context import BenchContext
+from gcbench.profiling import write_profiles
+from gcbench.results import Row
+from gcbench.timing import median, paired_ratio
 
 log = logging.getLogger(__name__)
 

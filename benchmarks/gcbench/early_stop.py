@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List
 
-from gradconceal.bench.context import BenchContext
-from gradconceal.bench.results import Row
-from gradconceal.bench.timing import median, paired_ratio
+from gcbench.context import BenchContext
+from gcbench.results import Row
+from gcbench.timing import median, paired_ratio
 from gradconceal.defenses import conceal
 
 NAME = "early-stop"

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from gradconceal.bench.context import BenchContext, BenchError
-from gradconceal.bench.results import Row
-from gradconceal.bench.runner import evaluate_quietly, small_spec
+from gcbench.context import BenchContext, BenchError
+from gcbench.results import Row
+from gcbench.runner import evaluate_quietly, small_spec
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def run(ctx: BenchContext) -> List[Row]:
     if ctx.out_dir is not None:
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
         path = plot_scaling(walls, processes, ctx.subdir(".") / "scaling.png",
-                            title=f"gradconceal bench scaling ({'quick' if ctx.quick else 'full'}); "
+                            title=f"gradconceal benchmark: scaling ({'quick' if ctx.quick else 'full'}); "
                                   f"{os.cpu_count()}-core CPU, 1 thread per process, load {load:.1f}")
         if path is not None:
             rows[-1].note += f"; plot: {path.name}"
