@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from gradconceal import GradientConcealment
-from gradconceal.audit import CONFIRMED, NO_MASKING, SUSPECTED, VERDICTS, AuditReport, audit
-from gradconceal.audit.forward import check_randomized_output
-from gradconceal.audit.gradients import check_finite_difference, check_gradient_norm
-from gradconceal.audit.result import significant
-from gradconceal.audit.target import parse_defense
 from gradconceal.defenses.quantization import BitDepthReduction
 from gradconceal.errors import GradconcealError
+from gradconceal.masking import CONFIRMED, NO_MASKING, SUSPECTED, VERDICTS, AuditReport, audit
+from gradconceal.masking.forward import check_randomized_output
+from gradconceal.masking.gradients import check_finite_difference, check_gradient_norm
+from gradconceal.masking.result import significant
+from gradconceal.masking.target import parse_defense
 
 SMALL_NETS = ("fmnist-cnn", "fmnist-resnet")
 CONCEALMENT_CHECKS = ("gradient_norm", "finite_difference", "gradient_stability", "shattering_layer")
@@ -220,14 +220,14 @@ def test_randomised_output_check_sees_dropout_in_training_mode():
 
 
 def _outcome(correct: int, robust: int, total: int = 20):
-    from gradconceal.audit.attack_checks import Outcome
+    from gradconceal.masking.attack_checks import Outcome
 
     clean = torch.arange(total) < correct
     return Outcome(clean, clean & (torch.arange(total) >= robust), torch.zeros(total, 1, 2, 2))
 
 
 def test_eps_sweep_rule():
-    from gradconceal.audit.attack_checks import _eps_sweep
+    from gradconceal.masking.attack_checks import _eps_sweep
 
     honest = {2 / 255: _outcome(20, 15), 8 / 255: _outcome(20, 8), 32 / 255: _outcome(20, 1), 1.0: _outcome(20, 0)}
     assert _eps_sweep(honest, 0.0).status == "pass"

@@ -520,7 +520,7 @@ def test_batch_size_zero(capsys, tmp_path: Path) -> None:
     assert_clear_error(code, out, err, "batch_size must be >= 1, got 0")
     code, out, err = cli(capsys, "train", "small:cnn", "--batch-size", "0", "--out", str(tmp_path / "train"))
     assert_clear_error(code, out, err, "batch_size must be an integer >= 1, got 0")
-    from gradconceal.audit import audit
+    from gradconceal.masking import audit
 
     with pytest.raises(GradconcealError, match="batch_size must be a positive integer or None, got 0"):
         audit("fmnist-cnn", quick=True, batch_size=0)
@@ -599,14 +599,14 @@ def _expect(fn, message: str) -> None:
 
 
 def test_audit_refuses_nan_pixels(cnn) -> None:
-    from gradconceal.audit import audit
+    from gradconceal.masking import audit
 
     images = torch.full((4, 1, 28, 28), float("nan"))
     _expect(lambda: audit(cnn, (images, torch.arange(4)), quick=True), "NaN")
 
 
 def test_audit_refuses_out_of_range_labels(cnn) -> None:
-    from gradconceal.audit import audit
+    from gradconceal.masking import audit
 
     _expect(lambda: audit(cnn, (torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 99])), quick=True),
             r"labels.*99|99.*labels")

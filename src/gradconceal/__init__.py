@@ -33,7 +33,7 @@ def __getattr__(name: str):
 
         return evaluate
     if name == "audit":
-        from gradconceal.audit.api import audit
+        from gradconceal.masking.api import audit
 
         return audit
     raise AttributeError(f"module 'gradconceal' has no attribute {name!r}")

@@ -64,7 +64,7 @@ def parse_eps(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Load the model, audit it, print the table and the verdict, save audit.json."""
-    from gradconceal.audit import audit
+    from gradconceal.masking import audit
     from gradconceal.models.zoo import load_model
 
     eps = parse_eps(args.eps)

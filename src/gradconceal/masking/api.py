@@ -9,11 +9,11 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from gradconceal.audit.concealment import run_concealment_checks
-from gradconceal.audit.data import accepted_labels, default_data, load_audit_data
-from gradconceal.audit.localize import Localization, remedy_for
-from gradconceal.audit.result import NO_MASKING, AuditReport, CheckResult, decide_verdict
-from gradconceal.audit.target import DefenseArg, model_device, resolve_target
+from gradconceal.masking.concealment import run_concealment_checks
+from gradconceal.masking.data import accepted_labels, default_data, load_audit_data
+from gradconceal.masking.localize import Localization, remedy_for
+from gradconceal.masking.result import NO_MASKING, AuditReport, CheckResult, decide_verdict
+from gradconceal.masking.target import DefenseArg, model_device, resolve_target
 from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def audit(
                                       first_logits=first_logits[:quick_count])
     checks: List[CheckResult] = list(findings.checks)
     if not quick:
-        from gradconceal.audit.attack_checks import run_attack_checks
+        from gradconceal.masking.attack_checks import run_attack_checks
 
         checks += run_attack_checks(target, images.images, labels, findings.localization,
                                     eps=float(eps), seed=seed, batch_size=batch_size)

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from gradconceal.masking.table import format_markdown, format_table
+
 NO_MASKING = "no masking detected"
 SUSPECTED = "gradient masking suspected"
 CONFIRMED = "gradient masking confirmed"
@@ -129,14 +131,10 @@ class AuditReport:
 
     def table(self) -> str:
         """The plain-text table: check, measured numbers, threshold, result, meaning."""
-        from gradconceal.audit.table import format_table
-
         return format_table(self)
 
     def markdown(self) -> str:
         """The table as Markdown, with the verdict line."""
-        from gradconceal.audit.table import format_markdown
-
         return format_markdown(self)
 
     def to_dict(self) -> Dict[str, Any]:

@@ -1,13 +1,61 @@
-"""The audit as a plain-text table (check, measured, threshold, result, meaning) for the terminal and docs."""
+"""The audit as a plain-text table (check, measured, threshold, result, meaning) for the terminal and docs.
+
+Formatting only: this module imports nothing from the audit, so ``result`` (the report) can import it and
+the imports point one way. What a table needs from a report is written down as the protocols below.
+"""
 
 from __future__ import annotations
 
 import math
 import textwrap
-from typing import TYPE_CHECKING, List, Optional
+from typing import List, Optional, Protocol, Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
-    from gradconceal.audit.result import AuditReport
+
+class TableRow(Protocol):
+    """What one check must offer to be a row of the table (``CheckResult`` does)."""
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def summary(self) -> str: ...
+
+    @property
+    def threshold(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def meaning(self) -> str: ...
+
+
+class TableReport(Protocol):
+    """What a report must offer to be printed as a table (``AuditReport`` does)."""
+
+    @property
+    def checks(self) -> Sequence[TableRow]: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def defense(self) -> str: ...
+
+    @property
+    def data(self) -> str: ...
+
+    @property
+    def images(self) -> int: ...
+
+    @property
+    def quick(self) -> bool: ...
+
+    @property
+    def seconds(self) -> float: ...
+
+    def verdict_line(self) -> str: ...
+
 
 _RESULT_WORDS = {"pass": "pass", "flag": "FLAG", "skip": "skip", "info": "info"}
 
@@ -24,7 +72,7 @@ def fmt(value: Optional[float], digits: int = 2) -> str:
     return f"{value:.{digits + 1}g}"
 
 
-def format_table(report: "AuditReport", width: int = 40) -> str:
+def format_table(report: TableReport, width: int = 40) -> str:
     """Rows of the report's checks; long cells wrap inside their column so the table stays readable."""
     header = ["check", "measured", "threshold", "result", "meaning"]
     rows = [[c.title, c.summary, c.threshold, _RESULT_WORDS[c.status], c.meaning] for c in report.checks]
@@ -44,7 +92,7 @@ def _join(cells: List[str], widths: List[int]) -> str:
     return "  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip()
 
 
-def format_markdown(report: "AuditReport") -> str:
+def format_markdown(report: TableReport) -> str:
     """The same table as Markdown (for READMEs and reports), with the verdict line under it."""
     lines = ["| check | measured | threshold | result | meaning |", "|---|---|---|---|---|"]
     for c in report.checks:

@@ -13,7 +13,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from gradconceal.audit.target import Stage
+from gradconceal.masking.target import Stage
 
 
 def strongest_other(logits: Tensor, labels: Tensor) -> Tensor:

@@ -8,9 +8,9 @@ from typing import Callable, List, Optional
 import torch
 from torch import Tensor
 
-from gradconceal.audit.probes import cosine, median, norms
-from gradconceal.audit.result import FLAG, INFO, PASS, CheckResult, skipped
-from gradconceal.audit.table import fmt
+from gradconceal.masking.probes import cosine, median, norms
+from gradconceal.masking.result import FLAG, INFO, PASS, CheckResult, skipped
+from gradconceal.masking.table import fmt
 
 # A defence whose output moves pixels by less than 1/40 of a grey level (below what an 8-bit image can
 # express) and logits by less than 1e-3 leaves the classifier's function unchanged; its true gradient is

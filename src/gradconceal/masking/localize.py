@@ -15,9 +15,9 @@ from typing import Callable, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from gradconceal.audit.gradients import STABILITY_MIN_COSINE
-from gradconceal.audit.probes import StagedPass, cosine, median, norms
-from gradconceal.audit.result import (
+from gradconceal.masking.gradients import STABILITY_MIN_COSINE
+from gradconceal.masking.probes import StagedPass, cosine, median, norms
+from gradconceal.masking.result import (
     CONFIRMS,
     FLAG,
     MIN_EXTRA_IMAGES,
@@ -27,8 +27,8 @@ from gradconceal.audit.result import (
     significant,
     skipped,
 )
-from gradconceal.audit.table import fmt
-from gradconceal.audit.target import Stage
+from gradconceal.masking.table import fmt
+from gradconceal.masking.target import Stage
 from gradconceal.defenses.concealment import GradientConcealment
 
 # A stage that multiplies the gradient's size by more than this is exploding it (GCM: ~1e12).

@@ -14,14 +14,14 @@ from typing import List, Optional
 import torch
 from torch import Tensor
 
-from gradconceal.audit.forward import check_forward_equivalence, check_randomized_output
-from gradconceal.audit.gradients import (
+from gradconceal.masking.forward import check_forward_equivalence, check_randomized_output
+from gradconceal.masking.gradients import (
     STABILITY_NOISE,
     check_finite_difference,
     check_gradient_norm,
     check_gradient_stability,
 )
-from gradconceal.audit.localize import (
+from gradconceal.masking.localize import (
     Localization,
     bpda_gradient,
     check_bpda_probe,
@@ -29,9 +29,9 @@ from gradconceal.audit.localize import (
     locate,
     stage_randomness,
 )
-from gradconceal.audit.probes import grey_level_noise, pair_margin, staged_pass, strongest_other
-from gradconceal.audit.result import CheckResult
-from gradconceal.audit.target import AuditTarget, frozen_randomness, random_layers
+from gradconceal.masking.probes import grey_level_noise, pair_margin, staged_pass, strongest_other
+from gradconceal.masking.result import CheckResult
+from gradconceal.masking.target import AuditTarget, frozen_randomness, random_layers
 
 
 # Forward calls of the randomised-output check: cheap small images get more, to catch low-entropy layers.

@@ -19,12 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gradconceal.attacks import FGSM, PGD, Square, Transfer
-from gradconceal.audit.localize import Localization
-from gradconceal.audit.probes import median
-from gradconceal.audit.result import CONFIRMS, FLAG, PASS, CheckResult, significant
-from gradconceal.audit.table import fmt
-from gradconceal.audit.target import AuditTarget
-from gradconceal.audit.views import attacker_view, view_name
+from gradconceal.masking.localize import Localization
+from gradconceal.masking.probes import median
+from gradconceal.masking.result import CONFIRMS, FLAG, PASS, CheckResult, significant
+from gradconceal.masking.table import fmt
+from gradconceal.masking.target import AuditTarget
+from gradconceal.masking.views import attacker_view, view_name
 
 # PGD of the audit: enough steps to beat FGSM on any honest model, few enough for a CPU.
 PGD_STEPS = 10

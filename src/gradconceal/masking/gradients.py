@@ -12,9 +12,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from gradconceal.audit.probes import cosine, flat, median, norms
-from gradconceal.audit.result import FLAG, PASS, CheckResult
-from gradconceal.audit.table import fmt as _fmt
+from gradconceal.masking.probes import cosine, flat, median, norms
+from gradconceal.masking.result import FLAG, PASS, CheckResult
+from gradconceal.masking.table import fmt as _fmt
 
 # Predicted change of the logit margin for a one-grey-level (1/255 Linf) step, ||grad||_1 / 255, that a
 # trained classifier can plausibly have. Logits of real classifiers span tens of units, and an 8/255 budget
