@@ -257,6 +257,54 @@ def test_bit_depth_reduction_layer():
             BitDepthReduction(bad)
 
 
+class _RoundedLinear(nn.Module):
+    """A linear classifier on inputs rounded to quarter grey levels: its input gradient is exactly zero."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(16, 3)
+        self.input_size = (1, 4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(torch.round(x * 4).flatten(1) / 4)
+
+
+@pytest.mark.parametrize("wrap", [False, True], ids=["single-stage", "last-of-two"])
+def test_a_zero_gradient_at_the_last_stage_is_located_not_a_crash(wrap: bool):
+    torch.manual_seed(0)
+    model: nn.Module = _RoundedLinear().eval()
+    if wrap:
+        model = nn.Sequential(nn.Identity(), model).eval()
+        model.input_size = (1, 4, 4)
+    x = torch.rand(8, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = model(x).argmax(dim=1)
+    report = audit(model, (x, labels), quick=True)
+    last = "_RoundedLinear (1)" if wrap else "_RoundedLinear (model)"
+    assert report.layer == last
+    assert report.cause == f"{last} zeroes it"
+    assert report.verdict == SUSPECTED, report.table()
+    shattering = report.check("shattering_layer")
+    assert shattering.status == "flag" and shattering.measured["how"] == "zeroes it"
+    assert shattering.measured["boundaries"][-1]["norm"] == 0
+    assert report.check("gradient_norm").flagged
+
+
+@pytest.mark.parametrize("clean, noisy, how", [
+    (torch.zeros(2, 4), torch.zeros(2, 4), "zeroes it"),
+    (torch.full((2, 4), math.inf), torch.full((2, 4), math.inf), "makes it non-finite"),
+    (torch.eye(4)[:2], torch.eye(4)[2:], "makes it decorrelate under tiny noise"),
+])
+def test_locate_names_the_problem_of_the_last_stage(clean, noisy, how):
+    from gradconceal.masking.localize import locate
+    from gradconceal.masking.probes import StagedPass
+    from gradconceal.masking.target import Stage
+
+    found = locate([Stage("model", nn.Identity())], StagedPass(clean, [clean], [clean]),
+                   StagedPass(noisy, [noisy], [noisy]), [False])
+    assert found.found and found.index == 0 and found.label == "Identity (model)" and found.how == how
+
+
 # --- errors and output --------------------------------------------------------------------------------------
 
 

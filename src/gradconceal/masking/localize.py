@@ -102,9 +102,11 @@ def locate(stages: Sequence[Stage], clean: StagedPass, noisy: StagedPass, random
             continue
         how = {"not finite": "makes it non-finite", "zero": "zeroes it", "unstable": "makes it decorrelate under tiny noise"}
         result.index, result.label, result.module = b, stages[b].label, stages[b].module
-        result.how = how.get(here.problem or "", f"amplifies it {fmt(here.norm / after.norm)}x")
+        # ``after`` is None at the last stage, where only a problem of its own (never amplification) is found.
+        amplification = f"amplifies it {fmt(here.norm / after.norm)}x" if amplified and after is not None else ""
+        result.how = how[here.problem] if here.problem is not None else amplification
         if here.problem == "unstable" and amplified:
-            result.how = f"amplifies it {fmt(here.norm / after.norm)}x and makes it decorrelate under tiny noise"
+            result.how = f"{amplification} and makes it decorrelate under tiny noise"
         result.culprit_random = bool(random_flags[b])
         break
     return result
@@ -134,7 +136,7 @@ def check_shattering_layer(found: Localization) -> CheckResult:
         "random_stages": found.random_stages,
     }
     threshold = f"healthy after a stage, broken before it (zero, non-finite, cos < {STABILITY_MIN_COSINE:g}, or >{AMPLIFICATION:g}x)"
-    if not found.found:
+    if found.index is None:
         return CheckResult("shattering_layer", "layer that shatters the gradient", PASS, measured,
                            f"{len(found.boundaries)} stages, none breaks it", threshold,
                            "no stage changes the gradient's character")
