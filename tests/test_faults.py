@@ -22,7 +22,9 @@ import pytest
 
 from gradconceal.cli import main
 from gradconceal.evaluation import store as store_module
-from gradconceal.evaluation.store import LOCK_FILE, FolderLock, RecordStore, record_key
+from gradconceal.evaluation.records import record_key
+from gradconceal.evaluation.store import RecordStore
+from gradconceal.folders import LOCK_FILE, FolderLock
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian package dataset-fashion-mnist is not installed"

@@ -100,7 +100,7 @@ def test_attacks_on_a_random_defence_give_each_image_its_result_alone_or_batched
     from gradconceal.attacks import create_attack
     from gradconceal.data import load_dataset
     from gradconceal.defenses.concealment import DefendedModel
-    from gradconceal.evaluation.runner import seeded_randomness
+    from gradconceal.defenses.randomization import seeded_randomness
     from gradconceal.models.zoo import load_model
 
     model = DefendedModel(load_model("fmnist-cnn"), [RandomResizePad(28, 22)]).eval()

@@ -137,12 +137,10 @@ def test_results_json_reruns_to_the_same_numbers(report, tmp_path: Path) -> None
 
 
 def test_worst_case_title_names_the_paper_only_when_its_columns_are_the_papers() -> None:
-    from types import SimpleNamespace
-
-    from gradconceal.evaluation.report import white_box_worst_title
+    from gradconceal.evaluation.tables import white_box_worst_title
     from gradconceal.attacks.plan import AttackPlan
 
     paper = AttackPlan(label="PGD-Linf", attack="pgd", settings={}, group="white-box", origin="paper")
     extra = AttackPlan(label="PGD-Linf 0.1", attack="pgd", settings={}, group="white-box", origin="explicit")
-    assert white_box_worst_title(SimpleNamespace(plans=[paper])) == "paper attacks"
-    assert white_box_worst_title(SimpleNamespace(plans=[paper, extra])) == "plain-gradient attacks"
+    assert white_box_worst_title([paper]) == "paper attacks"
+    assert white_box_worst_title([paper, extra]) == "plain-gradient attacks"

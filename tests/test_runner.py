@@ -19,7 +19,9 @@ from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.metrics import Rate, row_metrics, wilson_interval, worst_case
 from gradconceal.attacks.plan import AttackPlan
 from gradconceal.evaluation.records import AttackRecord, CleanRecord
-from gradconceal.evaluation.store import FolderLock, RecordStore, read_records, record_key
+from gradconceal.evaluation.records import record_key
+from gradconceal.evaluation.store import RecordStore, read_records
+from gradconceal.folders import FolderLock
 
 # A small spec on the shipped Fashion-MNIST CNN: every kind of randomness the runner must seed per image
 # (PGD's random start, Square's proposals, resize-and-pad draws in the challenge defence), few steps.
@@ -97,10 +99,33 @@ def test_store_merges_process_files_without_duplicates(tmp_path: Path) -> None:
 
 def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
     with FolderLock(tmp_path):
-        code = "import sys; from gradconceal.evaluation.store import FolderLock; FolderLock(sys.argv[1]).acquire()"
+        code = "import sys; from gradconceal.folders import FolderLock; FolderLock(sys.argv[1]).acquire()"
         other = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
         assert other.returncode != 0 and "in use by another gradconceal run" in other.stderr
     FolderLock(tmp_path).acquire().release()  # free again once released
+
+
+def test_a_killed_run_leaves_its_folder_free(tmp_path: Path) -> None:
+    code = (f"import sys, time; from {FolderLock.__module__} import FolderLock; held = FolderLock(sys.argv[1]).acquire(); "
+            "print('held', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(GradconcealError, match="in use by another gradconceal run"):
+            FolderLock(tmp_path).acquire()
+    finally:
+        holder.kill()  # no chance to clean up: the operating system lets go of the lock
+        holder.communicate(timeout=60)
+    FolderLock(tmp_path).acquire().release()
+
+
+def test_evaluate_refuses_a_folder_in_use_and_writes_nothing(tmp_path: Path) -> None:
+    from gradconceal.evaluation.api import evaluate
+
+    with FolderLock(tmp_path):  # another run holds the folder
+        with pytest.raises(GradconcealError, match=f"output folder {tmp_path} is in use by another gradconceal run"):
+            evaluate(SMALL_SPEC, tmp_path, quiet=True, plots=False)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".gradconceal.lock"]
 
 
 # -- metrics --------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def test_resume_refuses_a_changed_config_and_an_existing_run_needs_resume(tmp_pa
 
 
 def test_a_second_run_on_a_folder_in_use_refuses_and_resume_clears_stale_temporaries(tmp_path):
-    from gradconceal.evaluation.store import FolderLock
+    from gradconceal.folders import FolderLock
 
     train("small:cnn", epochs=2, stop_after=1, out_dir=tmp_path, **TINY)
     stale = [tmp_path / "epoch-0001.state.safetensors.x1y2.tmp", tmp_path / "last.json.a9b8.tmp"]

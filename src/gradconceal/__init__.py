@@ -8,7 +8,7 @@ against adaptive ones (BPDA, EOT, Square, transfer).
 from gradconceal.defenses import DefendedModel, GradientConcealment, RandomResizePad, conceal
 from gradconceal.errors import GradconcealError
 
-__version__ = "0.1.0"
+from gradconceal._version import __version__ as __version__
 
 __all__ = [
     "DefendedModel",

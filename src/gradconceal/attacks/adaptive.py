@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from gradconceal.attacks import checks
+from gradconceal.attacks.randomness import random_layers
 from gradconceal.defenses.concealment import GradientConcealment
-from gradconceal.defenses.randomization import RandomResizePad
 from gradconceal.errors import GradconcealError
 
 logger = logging.getLogger(__name__)
@@ -51,14 +51,6 @@ def _straight_through(module: nn.Module, inputs: tuple, output: Tensor) -> Tenso
     if not (torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad and x.shape == output.shape):
         return output
     return _IdentityBackward.apply(x, output.detach())
-
-
-def random_layers(model: nn.Module) -> List[nn.Module]:
-    """Layers of ``model`` whose forward draws random numbers: resize-and-pad, and dropout in training mode."""
-    return [
-        m for m in model.modules()
-        if isinstance(m, RandomResizePad) or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
-    ]
 
 
 class AdaptiveView(nn.Module):

@@ -18,9 +18,8 @@ from torch import Tensor, nn
 
 from gradconceal.attacks import checks
 from gradconceal.attacks.losses import LOSSES, attack_loss, is_success, min_classes, ranked_wrong_classes
-from gradconceal.attacks.randomness import SampleRandom
+from gradconceal.attacks.randomness import SampleRandom, random_layers, sample_rows, seeded_layers
 from gradconceal.attacks.threat import NORMS, Number, ThreatModel
-from gradconceal.defenses.randomization import RandomResizePad, sample_rows
 from gradconceal.errors import GradconcealError
 
 logger = logging.getLogger(__name__)
@@ -200,17 +199,10 @@ class RunState:
         return (rows[kept], *(t[kept] for t in tensors))
 
 
-def _has_seeded_random_layers(model: nn.Module) -> bool:
-    """True when a random layer of ``model`` draws per sample (the evaluation runner's ``per_sample_seeds``)."""
-    return any(isinstance(m, RandomResizePad) and m.seeded_per_sample for m in model.modules())
-
-
 def _is_stochastic(model: nn.Module) -> bool:
-    """True when the model's output may change between calls on the same input: a random layer gradconceal
-    knows (resize-and-pad, dropout in training mode), or a model that says so with ``stochastic = True``."""
-    from gradconceal.attacks.adaptive import random_layers
-
-    return bool(getattr(model, "stochastic", False)) or bool(random_layers(model))
+    """True when the model's output may change between calls on the same input: a random layer
+    (``random_layers``: resize-and-pad, dropout in training mode), or a model that says so with ``stochastic = True``."""
+    return bool(random_layers(model))
 
 
 def _has_training_layers(model: nn.Module) -> bool:
@@ -225,6 +217,7 @@ class Attack(abc.ABC):
     name: ClassVar[str] = "attack"
     norms: ClassVar[Tuple[str, ...]] = NORMS
     losses: ClassVar[Tuple[str, ...]] = LOSSES
+    wraps_attack: ClassVar[bool] = False  # True for attacks that run another attack (transfer)
 
     def __init__(
         self,
@@ -316,7 +309,7 @@ class Attack(abc.ABC):
         if active.numel():
             sub_images, sub_labels = images[active], labels[active]
             sub_seeds = [seeds[i] for i in active.tolist()] if seeds is not None else None
-            positions = active.tolist() if _has_seeded_random_layers(self.model) else None
+            positions = active.tolist() if bool(seeded_layers(self.model)) else None
             state = RunState(
                 self,
                 sub_images,

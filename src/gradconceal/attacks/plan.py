@@ -23,7 +23,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from torch import nn
 
-from gradconceal.attacks.adaptive import adaptive_view, random_layers
+from gradconceal.attacks.adaptive import adaptive_view
+from gradconceal.attacks.randomness import random_layers
 from gradconceal.attacks.base import Attack
 from gradconceal.attacks.labelsets import AcceptedLabels
 from gradconceal.attacks.registry import create_attack

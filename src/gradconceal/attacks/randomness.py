@@ -1,4 +1,10 @@
-"""Random draws of an attack, from local generators only (torch's global RNG is never touched).
+"""Random draws of an attack, from local generators only (torch's global RNG is never touched), and the
+protocol by which attacks find a model's random layers.
+
+A layer that draws randomness on each forward says so with ``stochastic = True`` (a whole model may too); a
+random layer that can draw per sample (the evaluation's ``per_sample_seeds``) exposes ``seeded_per_sample``
+and a ``select_rows(rows)`` context manager. Dropout in training mode counts as random. Attacks rely on these
+attributes alone, never on a defence's class.
 
 With ``sample_seeds`` every sample has its own generator, seeded from (attack seed, sample seed), so a
 sample's random start or Square windows are the same whatever batch it is attacked in. Without them one
@@ -7,10 +13,11 @@ generator serves the batch (cheaper; results then depend on batch composition).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+import contextlib
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads nearby seeds far apart
 _MASK = (1 << 63) - 1
@@ -61,3 +68,28 @@ class SampleRandom:
     def exponential(self, rows: Tensor, shape: Tuple[int, ...]) -> Tensor:
         """Exponential(1) values of shape (len(rows), *shape), float32."""
         return self._draw(rows, tuple(shape), "exponential")
+
+
+def random_layers(model: nn.Module) -> List[nn.Module]:
+    """Modules of ``model`` (itself included) whose forward draws random numbers: those with ``stochastic = True``
+    (resize-and-pad, or a model that says so), and dropout in training mode."""
+    return [
+        m for m in model.modules()
+        if getattr(m, "stochastic", False) is True
+        or (isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0)
+    ]
+
+
+def seeded_layers(model: nn.Module) -> List[nn.Module]:
+    """The random layers of ``model`` that currently draw per sample (``seeded_per_sample`` is true)."""
+    return [m for m in model.modules() if getattr(m, "seeded_per_sample", False) is True]
+
+
+@contextlib.contextmanager
+def sample_rows(model: nn.Module, rows: Sequence[int]) -> Iterator[None]:
+    """Within the block, every per-sample-seeded layer of ``model`` knows its calls hold the seeded samples ``rows``
+    (so that each sample's n-th draw is the same whatever batch it sits in)."""
+    with contextlib.ExitStack() as stack:
+        for layer in seeded_layers(model):
+            stack.enter_context(layer.select_rows(rows))
+        yield

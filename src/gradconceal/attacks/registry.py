@@ -17,10 +17,11 @@ from gradconceal.attacks.cw import CW
 from gradconceal.attacks.fgsm import FGSM
 from gradconceal.attacks.pgd import PGD
 from gradconceal.attacks.square import Square
-from gradconceal.attacks.transfer import Transfer
 from gradconceal.errors import GradconcealError, suggest
 
-ATTACKS: Dict[str, Type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, APGD, CW, Square, Transfer)}
+# Attacks that wrap another one (``transfer``) register themselves with ``register`` when their module is
+# imported (``gradconceal.attacks`` imports them all), so that this module imports none of them.
+ATTACKS: Dict[str, Type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, APGD, CW, Square)}
 
 # shorthand -> (attack, settings it fixes)
 SHORTHANDS: Dict[str, Tuple[str, Mapping[str, Any]]] = {
@@ -28,6 +29,12 @@ SHORTHANDS: Dict[str, Tuple[str, Mapping[str, Any]]] = {
     "apgd-dlr": ("apgd", {"loss": "dlr"}),
     "apgd-t": ("apgd", {"loss": "dlr", "targeted": True}),
 }
+
+
+def register(cls: Type[Attack]) -> Type[Attack]:
+    """Make attack class ``cls`` creatable by its ``name`` (a class decorator)."""
+    ATTACKS[cls.name] = cls
+    return cls
 
 
 def list_attacks() -> List[str]:
@@ -55,7 +62,7 @@ def create_attack(name: str, model: nn.Module, **settings: Any) -> Attack:
     """Build attack ``name`` on ``model``; an unknown name or setting is a clear error."""
     attack, fixed = _resolve(name)
     cls = ATTACKS[attack]
-    if cls is not Transfer:
+    if not cls.wraps_attack:  # a wrapper passes settings on to the attack it wraps, which checks them
         accepted = settings_of(attack)
         for key in settings:
             if key not in accepted:

@@ -11,14 +11,14 @@ from typing import Any, Optional
 
 from torch import Tensor, nn
 
+from gradconceal.attacks.adaptive import AdaptiveView
 from gradconceal.attacks.base import Attack, RunState
+from gradconceal.attacks.registry import create_attack, register
 from gradconceal.errors import GradconcealError
 
 
 def default_surrogate(model: nn.Module) -> nn.Module:
     """The undefended part of a defended model: ``normalize`` + ``base`` (views are unwrapped first)."""
-    from gradconceal.attacks.adaptive import AdaptiveView
-
     if isinstance(model, AdaptiveView):
         model = model.model
     base = getattr(model, "base", None)
@@ -31,6 +31,7 @@ def default_surrogate(model: nn.Module) -> nn.Module:
     return nn.Sequential(normalize, base) if isinstance(normalize, nn.Module) else base
 
 
+@register
 class Transfer(Attack):
     """``Transfer(defended, attack="pgd", surrogate=None, **settings)``: any attack, run on the surrogate.
 
@@ -39,10 +40,9 @@ class Transfer(Attack):
     """
 
     name = "transfer"
+    wraps_attack = True
 
     def __init__(self, model: nn.Module, *, attack: str = "pgd", surrogate: Optional[nn.Module] = None, **settings: Any) -> None:
-        from gradconceal.attacks.registry import create_attack
-
         if str(attack).lower() == "transfer":
             raise GradconcealError("Transfer cannot wrap itself; pass attack='pgd' (or another attack)")
         self.surrogate = surrogate if surrogate is not None else default_surrogate(model)

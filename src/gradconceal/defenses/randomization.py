@@ -4,7 +4,7 @@ Each call resizes the batch (nearest neighbour) to a random side in [min_size, s
 to ``size`` at a random offset. One draw per call is shared by the batch, as in the challenge code; the
 evaluation runner can instead seed one draw per sample (``per_sample_seeds``) so that results do not
 depend on how images are batched. Attacks that drop finished samples from their batch say which samples
-a call holds (``sample_rows``), so that each sample's n-th draw stays the same in any batch.
+a call holds (``select_rows``, through ``gradconceal.attacks.randomness.sample_rows``), so that each sample's n-th draw stays the same in any batch.
 """
 
 from __future__ import annotations
@@ -30,7 +30,13 @@ class ResizePadDraw:
 
 
 class RandomResizePad(nn.Module):
-    """Nearest resize to a random side in [min_size, size), then zero-pad to ``size`` at a random offset."""
+    """Nearest resize to a random side in [min_size, size), then zero-pad to ``size`` at a random offset.
+
+    ``stochastic = True`` and ``seeded_per_sample``/``select_rows`` are the protocol by which attacks find and
+    drive random layers (``gradconceal.attacks.randomness``).
+    """
+
+    stochastic = True
 
     def __init__(
         self,
@@ -136,16 +142,6 @@ class RandomResizePad(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, min_size={self.min_size}, seed={self.seed}"
-
-
-@contextlib.contextmanager
-def sample_rows(model: nn.Module, rows: Sequence[int]) -> Iterator[None]:
-    """Within the block, every resize-and-pad layer of ``model`` knows its calls hold the seeded samples ``rows``."""
-    with contextlib.ExitStack() as stack:
-        for module in model.modules():
-            if isinstance(module, RandomResizePad):
-                stack.enter_context(module.select_rows(rows))
-        yield
 
 
 @contextlib.contextmanager

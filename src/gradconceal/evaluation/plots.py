@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 
 from gradconceal.evaluation.metrics import AttackMetrics, Rate
 from gradconceal.evaluation.results import Results
+from gradconceal.evaluation.tables import white_box_worst_title
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,7 @@ def plot_ar_bars(results: Results, path: Path) -> Path:
                 bars += [(r.defense, _ar(r, twin), True) for r in rows if r.attacks.get(twin) is not None]
             groups.append((label, bars))
         if white:
-            from gradconceal.evaluation.report import white_box_worst_title
-
-            title = "worst case,\n" + white_box_worst_title(results).replace(" attacks", "\nattacks")
+            title = "worst case,\n" + white_box_worst_title(results.plans).replace(" attacks", "\nattacks")
             groups.append((title, [(r.defense, r.worst_white_box[0] if r.worst_white_box else None, False)
                                    for r in rows]))
         split = len(groups) - 0.5

@@ -13,19 +13,18 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
-from gradconceal.attacks.threat import format_eps
-from gradconceal.evaluation.metrics import AttackMetrics, Rate, RowMetrics
-from gradconceal.evaluation.results import Results
 from gradconceal.attacks.plan import AttackPlan
+from gradconceal.attacks.threat import format_eps
+from gradconceal.evaluation.metrics import Rate
+from gradconceal.evaluation.results import Results
+from gradconceal.evaluation.tables import (
+    GROUP_TITLES,
+    markdown_table,
+    white_box_worst_title,
+)
 from gradconceal.models.checkpoint import default_file_mode
-
-
-GROUP_TITLES = {
-    "white-box": "gradient attacks through plain autograd (the paper's protocol)",
-    "adaptive": "adaptive, gradient-free and stronger attacks (BPDA, EOT, APGD, Square, transfer)",
-}
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -42,97 +41,6 @@ def write_atomic(path: Path, text: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def table_plans(results: Results) -> Tuple[List[AttackPlan], List[AttackPlan]]:
-    """The table's attacks: (white-box ones as the paper ran them, adaptive ones)."""
-    white = [p for p in results.plans if p.group == "white-box"]
-    adaptive = [p for p in results.plans if p.group == "adaptive"]
-    return white, adaptive
-
-
-def _cell(metrics: Optional[AttackMetrics], robust: bool = False) -> str:
-    if metrics is None:
-        return "n/a"
-    return (metrics.robust if robust else metrics.ar).cell()
-
-
-def _worst_cell(value: Optional[Tuple[Rate, Rate]], robust: bool = False) -> str:
-    if value is None:
-        return "-"
-    return value[1 if robust else 0].cell()
-
-
-def _verdict(results: Results, row: RowMetrics) -> str:
-    audit = results.info.get("audit") or {}
-    entry = audit.get(f"{row.model}/{row.defense}")
-    if entry is None or not entry.get("verdict"):
-        return "not run"
-    return str(entry["verdict"])
-
-
-def white_box_worst_title(results: Results) -> str:
-    """'paper attacks' when every plain-autograd column comes from the paper preset, else 'plain-gradient attacks'."""
-    white, _ = table_plans(results)
-    return "paper attacks" if white and all(p.origin == "paper" for p in white) else "plain-gradient attacks"
-
-
-def _has_preset_worst(results: Results) -> bool:
-    """True when the spec adds attacks of its own to presets: then the presets' worst case is a column too."""
-    return any(row.worst_presets is not None for row in results.rows)
-
-
-def markdown_table(results: Results, *, robust: bool = False) -> str:
-    """Rows = model x defence; columns = clean, the paper's attacks, their worst case, then the adaptive ones."""
-    white, adaptive = table_plans(results)
-    head = ["Model", "Defence", "Clean acc. %", "n"]
-    head += [p.label for p in white] + [f"Worst, {white_box_worst_title(results)}"]
-    presets = _has_preset_worst(results)
-    head += [p.label for p in adaptive] + ["Worst, all attacks"] + (["Worst, preset attacks"] if presets else [])
-    head.append("Masking audit")
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
-    for row in results.rows:
-        n = row.clean.n if robust else row.clean.k
-        cells = [row.model, row.defense, row.clean.cell(), str(n)]
-        cells += [_cell(row.attacks.get(p.label), robust) for p in white] + [_worst_cell(row.worst_white_box, robust)]
-        cells += [_cell(row.attacks.get(p.label), robust) for p in adaptive] + [_worst_cell(row.worst_all, robust)]
-        if presets:
-            cells.append(_worst_cell(row.worst_presets, robust))
-        cells.append(_verdict(results, row))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def text_table(results: Results) -> str:
-    """The table for a terminal: one column per (model, defence), one line per attack, AR % [95 % CI]."""
-    white, adaptive = table_plans(results)
-    columns = [f"{r.model}/{r.defense}" for r in results.rows]
-    lines: List[Tuple[str, List[str]]] = [
-        ("clean accuracy %", [r.clean.cell() for r in results.rows]),
-        ("clean-correct images", [f"{r.clean.k} of {r.clean.n}" for r in results.rows]),
-    ]
-    sections = [("AR % - " + GROUP_TITLES["white-box"], white, f"worst case, {white_box_worst_title(results)}",
-                 "worst_white_box"),
-                ("AR % - " + GROUP_TITLES["adaptive"], adaptive, "worst case, all attacks", "worst_all")]
-    for title, plans, worst_title, worst_attr in sections:
-        lines.append((f"-- {title}", []))
-        if not plans:
-            lines.append(("(none in this spec: the numbers above cannot tell robustness from masking)", []))
-        for plan in plans:
-            lines.append((plan.label, [_cell(r.attacks.get(plan.label)) for r in results.rows]))
-        lines.append((worst_title, [_worst_cell(getattr(r, worst_attr)) for r in results.rows]))
-    if _has_preset_worst(results):
-        lines.append(("worst case, preset attacks", [_worst_cell(r.worst_presets) for r in results.rows]))
-    lines.append(("masking audit", [_verdict(results, r) for r in results.rows]))
-    name_width = max(len(name) for name, cells in lines if cells) + 2
-    widths = [max([len(c)] + [len(cells[i]) for _, cells in lines if cells]) + 2 for i, c in enumerate(columns)]
-    out = [" " * name_width + "".join(c.rjust(w) for c, w in zip(columns, widths))]
-    for name, cells in lines:
-        if not cells:
-            out.append(name)
-            continue
-        out.append(name.ljust(name_width) + "".join(c.rjust(w) for c, w in zip(cells, widths)))
-    return "\n".join(out)
 
 
 def _settings_text(plan: AttackPlan) -> str:
@@ -230,17 +138,17 @@ def markdown_report(results: Results) -> str:
     parts.append(
         "AR (the paper's measure) = among the images a row classifies correctly (n), the percentage that stay "
         "correct under the attack; it can exceed clean accuracy. Each cell: AR % [95 % Wilson interval]. "
-        f"Columns up to 'Worst, {white_box_worst_title(results)}' are " + GROUP_TITLES["white-box"] + "; the columns after it are "
+        f"Columns up to 'Worst, {white_box_worst_title(results.plans)}' are " + GROUP_TITLES["white-box"] + "; the columns after it are "
         + GROUP_TITLES["adaptive"] + ". 'Worst' counts an image as robust only if it survives every attack of "
         "the group (per-sample worst case); 'Worst, preset attacks', where the spec adds attacks of its own (larger "
         "budgets, say), is the same over the presets' attacks only. 'n/a': the attacker's view has nothing to act on in that defence (BPDA "
         "needs a concealment layer, EOT a random layer); there it would repeat the plain attack."
     )
-    parts += ["", markdown_table(results), ""]
+    parts += ["", markdown_table(results.plans, results.rows, results.info), ""]
     parts += ["## Robust accuracy over all images (the RobustBench / AutoAttack convention)", ""]
     parts.append("Each cell: robust accuracy % [95 % Wilson interval] over all n images; a misclassified clean "
                  "image counts as not robust.")
-    parts += ["", markdown_table(results, robust=True), ""]
+    parts += ["", markdown_table(results.plans, results.rows, results.info, robust=True), ""]
     facts = info.get("gradient_facts_lines")
     if facts:
         parts += ["## Gradient facts", "", "What GCM does to the model's forward pass and to its input gradients, "
@@ -306,7 +214,7 @@ def csv_text(results: Results) -> str:
             writer.writerow([row.model, row.defense, label, plan.group, plan.view, plan.norm, eps, *rate_cells(m.ar),
                              *rate_cells(m.robust), m.mean_norm, m.median_grad_evals, m.median_forward_evals,
                              m.changed_by_rounding])
-        for name, value in ((f"worst case, {white_box_worst_title(results)}", row.worst_white_box),
+        for name, value in ((f"worst case, {white_box_worst_title(results.plans)}", row.worst_white_box),
                             ("worst case, all attacks", row.worst_all),
                             ("worst case, preset attacks", row.worst_presets)):
             if value is not None:

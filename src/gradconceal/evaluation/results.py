@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.metrics import RowMetrics
+from gradconceal.evaluation.tables import text_table
 from gradconceal.attacks.plan import AttackPlan
 from gradconceal.evaluation.spec import FORMAT_VERSION, EvalSpec
 
@@ -52,9 +53,7 @@ class Results:
 
     def table(self) -> str:
         """The paper's protocol and the adaptive attacks side by side, as plain text (rows = attacks)."""
-        from gradconceal.evaluation.report import text_table
-
-        return text_table(self)
+        return text_table(self.plans, self.rows, self.info)
 
     @property
     def records_path(self) -> Path:

@@ -27,7 +27,8 @@ from gradconceal.evaluation.distributed import Distributed, resolve_device, setu
 from gradconceal.evaluation.plan import Job, plan_attacks, plan_jobs
 from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, CleanRecord, Key, Record
 from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry, sample_seeds
-from gradconceal.evaluation.store import FolderLock, RecordStore, unpack_archive
+from gradconceal.evaluation.store import RecordStore, unpack_archive
+from gradconceal.folders import FolderLock
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Per-sample records on disk: append-only JSON lines that survive a crash, and the lock of an output folder.
+"""Per-sample records on disk: append-only JSON lines that survive a crash (the folder's lock: ``gradconceal.folders``).
 
 Each ``append`` writes whole lines (one JSON object each) with a single ``os.write`` loop, then fsyncs, so
 a finished batch is on disk before the next one starts. A kill can at worst leave the last line cut short;
@@ -15,28 +15,15 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional
 
 from gradconceal.errors import GradconcealError
-
-try:  # POSIX advisory locks; elsewhere two runs on one folder are not detected
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from gradconceal.evaluation.records import Key, Record, record_from_dict, record_key
 
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "records.jsonl"
 ARCHIVE_FILE = RECORDS_FILE + ".gz"  # a gzip of the records, for folders kept under version control
-LOCK_FILE = ".gradconceal.lock"
-
-Key = Tuple[str, str, str, int]  # (model, defense, attack, index)
-
-
-def record_key(record: Mapping[str, Any]) -> Key:
-    """The identity of a record: which model, defence, attack and sample it describes."""
-    return (str(record["model"]), str(record["defense"]), str(record["attack"]), int(record["index"]))
-
 
 def part_file(rank: int) -> str:
     """The records file of one process: rank 0 (or a single process) writes the main file."""
@@ -101,7 +88,7 @@ def _repair_tail(path: Path) -> int:
     return size - cut
 
 
-def read_records(path: Path) -> Iterator[Dict[str, Any]]:
+def read_records(path: Path) -> Iterator[Record]:
     """Yield the intact records of one file; a torn or unreadable line is skipped with a warning."""
     try:
         handle = open(path, "rb")
@@ -113,9 +100,8 @@ def read_records(path: Path) -> Iterator[Dict[str, Any]]:
                 log.warning("%s: dropped a torn last line (%d bytes) left by an interrupted run", path, len(raw))
                 continue
             try:
-                record = json.loads(raw)
-                record_key(record)
-            except (ValueError, KeyError, TypeError):
+                record = record_from_dict(json.loads(raw))
+            except (ValueError, KeyError, TypeError, GradconcealError):
                 log.warning("%s: line %d is not a record and was dropped", path, number)
                 continue
             yield record
@@ -136,9 +122,9 @@ class RecordStore:
         main = self.out_dir / RECORDS_FILE
         return ([main] if main.exists() else []) + parts
 
-    def load(self) -> Dict[Key, Dict[str, Any]]:
+    def load(self) -> Dict[Key, Record]:
         """All intact records of the folder by key (first occurrence wins; duplicates are identical)."""
-        records: Dict[Key, Dict[str, Any]] = {}
+        records: Dict[Key, Record] = {}
         for path in self.files():
             for record in read_records(path):
                 records.setdefault(record_key(record), record)
@@ -158,9 +144,10 @@ class RecordStore:
             log.warning("%s: cut a torn last line (%d bytes) left by an interrupted run", self.path, removed)
         return self
 
-    def append(self, records: Iterable[Mapping[str, Any]]) -> None:
+    def append(self, records: Iterable[Record]) -> None:
         """Write ``records`` as whole JSON lines and fsync them before returning."""
-        data = b"".join(json.dumps(r, sort_keys=True, allow_nan=False).encode("utf-8") + b"\n" for r in records)
+        data = b"".join(json.dumps(r.to_dict(), sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
+                        for r in records)
         if not data:
             return
         self.open()
@@ -219,55 +206,3 @@ class RecordStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class FolderLock:
-    """An exclusive lock on an output folder, so that a second run on it refuses instead of interleaving."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = Path(out_dir) / LOCK_FILE
-        self._handle: Optional[Any] = None
-
-    def acquire(self) -> "FolderLock":
-        """Take the lock or raise a clear error naming the folder."""
-        folder = self.path.parent
-        if folder.exists() and not folder.is_dir():
-            raise GradconcealError(f"output folder {folder} is a file, not a folder; choose another --out")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")
-        except OSError as error:
-            raise GradconcealError(f"output folder {folder} is not writable: {error}") from None
-        if fcntl is not None:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                handle.close()
-                raise GradconcealError(
-                    f"output folder {self.path.parent} is in use by another gradconceal run; "
-                    "wait for it or choose another --out"
-                ) from None
-        self._handle = handle
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-        except OSError as error:
-            self.release()
-            raise GradconcealError(f"output folder {folder} is not writable: {error}") from None
-        return self
-
-    def release(self) -> None:
-        """Release the lock (the file stays; it holds no state)."""
-        if self._handle is not None:
-            if fcntl is not None:
-                fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
-
-    def __enter__(self) -> "FolderLock":
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()

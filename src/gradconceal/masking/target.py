@@ -14,15 +14,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from gradconceal.defenses.concealment import DefendedModel, GradientConcealment
-from gradconceal.defenses.quantization import BitDepthReduction
+from gradconceal.attacks.randomness import random_layers as attack_random_layers
+from gradconceal.defenses.build import build_defense, parse_defense_string
+from gradconceal.defenses.concealment import DefendedModel
 from gradconceal.defenses.randomization import RandomResizePad
-from gradconceal.errors import GradconcealError, suggest
+from gradconceal.errors import GradconcealError
 from gradconceal.models.pixel import PixelModel
 
-DEFENSE_NAMES = ("none", "gcm", "resize-pad", "challenge", "bit-depth")
-_DEFENSE_KEYS = {"gcm": ("w", "epsilon"), "resize-pad": ("min_size",), "challenge": ("w", "epsilon", "min_size"),
-                 "bit-depth": ("bits",), "none": ()}
 DefenseArg = Union[None, str, nn.Module, Sequence[nn.Module]]
 
 
@@ -71,7 +69,8 @@ def parse_defense(
     spec: DefenseArg, input_size: Optional[Sequence[int]] = None, seed: Optional[int] = None
 ) -> Tuple[List[nn.Module], str]:
     """Build defence layers from a name (``gcm``, ``gcm:w=1e12,epsilon=1e-10``, ``resize-pad``, ``challenge``,
-    ``bit-depth:bits=3``, ``none``), a layer or a list of layers; returns (layers, a name for the report).
+    ``bit-depth:bits=3``, ``none``; ``gradconceal.defenses.build``), a layer or a list of layers; returns
+    (layers, a name for the report).
 
     ``seed`` seeds the random layers built from a name, so that an audit can be repeated exactly.
     """
@@ -84,46 +83,9 @@ def parse_defense(
         if not all(isinstance(layer, nn.Module) for layer in layers):
             raise GradconcealError(f"defense must be a name, an nn.Module or a list of them, got {spec!r}")
         return layers, "+".join(type(layer).__name__ for layer in layers) or "none"
-    name, _, options = spec.strip().partition(":")
-    name = name.strip().lower()
-    if name not in DEFENSE_NAMES:
-        raise GradconcealError(f"unknown defense {name!r}; choose one of {', '.join(DEFENSE_NAMES)}{suggest(name, DEFENSE_NAMES)}")
-    settings = _parse_options(options, name)
-    if name == "none":
-        return [], "none"
-    if name == "bit-depth":
-        bits = settings.get("bits", 4)
-        if float(bits) != int(bits):
-            raise GradconcealError(f"defense bit-depth: bits must be an integer, got {bits}")
-        return [BitDepthReduction(int(bits))], spec.strip()
-    layers: List[nn.Module] = []
-    if name in ("gcm", "challenge"):
-        layers.append(GradientConcealment(w=settings.get("w", 1e20), epsilon=settings.get("epsilon", 1e-8)))
-    if name in ("resize-pad", "challenge"):
-        if input_size is None:
-            raise GradconcealError(f"defense {name!r} needs the model's input size (the model has no input_size)")
-        side = int(input_size[-1])
-        min_size = int(settings.get("min_size", min(side - 1, round(side * 218 / 224))))
-        layers.append(RandomResizePad(size=side, min_size=min_size, seed=seed))
-    return layers, spec.strip()
-
-
-def _parse_options(options: str, name: str) -> Dict[str, float]:
-    """``key=value,key=value`` into floats, refusing keys the defence does not have."""
-    settings: Dict[str, float] = {}
-    allowed = _DEFENSE_KEYS[name]
-    for item in filter(None, (part.strip() for part in options.split(","))):
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or key not in allowed:
-            raise GradconcealError(
-                f"defense {name!r} takes options {list(allowed) or 'none'}, got {item!r}{suggest(key, allowed)}"
-            )
-        try:
-            settings[key] = float(value)
-        except ValueError:
-            raise GradconcealError(f"defense {name!r}: {key} must be a number, got {value.strip()!r}") from None
-    return settings
+    name, settings = parse_defense_string(spec)
+    layers = build_defense(name, settings, input_size, seed=seed)
+    return layers, "none" if name == "none" else spec.strip()
 
 
 def resolve_target(model: nn.Module, defense: DefenseArg = None, name: str = "", seed: Optional[int] = None) -> AuditTarget:
@@ -158,14 +120,9 @@ def resolve_target(model: nn.Module, defense: DefenseArg = None, name: str = "",
 
 
 def random_layers(model: nn.Module) -> List[str]:
-    """Names of the modules known to draw randomness on each forward (resize-and-pad; dropout in training)."""
-    found = []
-    for path, module in model.named_modules():
-        if isinstance(module, RandomResizePad):
-            found.append(path or type(module).__name__)
-        elif isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
-            found.append(path or type(module).__name__)
-    return found
+    """Names of the modules that draw randomness on each forward (``gradconceal.attacks.randomness``)."""
+    found = {id(m) for m in attack_random_layers(model)}
+    return [path or type(module).__name__ for path, module in model.named_modules() if id(module) in found]
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from torch import nn
 
 from gradconceal.attacks import adaptive_view
-from gradconceal.attacks.adaptive import random_layers
+from gradconceal.attacks.randomness import random_layers
 from gradconceal.defenses.concealment import GradientConcealment
 
 def straight_through_view(model: nn.Module, layers: Sequence[nn.Module]) -> nn.Module:

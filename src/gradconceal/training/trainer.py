@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gradconceal.errors import GradconcealError
-from gradconceal.evaluation.store import FolderLock
+from gradconceal.folders import FolderLock
 from gradconceal.models.checkpoint import save_checkpoint
 from gradconceal.models.pixel import PixelModel
 from gradconceal.training.adversarial import eval_mode, fgsm_pair, pgd_linf, random_other_classes, undefended
