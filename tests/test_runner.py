@@ -106,8 +106,8 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_killed_run_leaves_its_folder_free(tmp_path: Path) -> None:
-    code = (f"import sys, time; from {FolderLock.__module__} import FolderLock; held = FolderLock(sys.argv[1]).acquire(); "
-            "print('held', flush=True); time.sleep(600)")
+    code = (f"import sys, time; from {FolderLock.__module__} import FolderLock; "
+            "held = FolderLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(600)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
