@@ -68,3 +68,23 @@ def test_resize_pad_errors_name_the_problem() -> None:
         build_defense("gcm", {"min_size": 3}, (1, 28, 28))
     with pytest.raises(GradconcealError, match="did you mean 'gcm'|unknown defense"):
         build_defense("gcn", {}, (1, 28, 28))
+
+
+def test_bpda_eot_applies_to_resize_pad_without_gcm_by_the_one_rule() -> None:
+    """BPDA without GCM is plain autograd, so BPDA+EOT on a random defence is EOT: it applies, in the preset
+    (on the model), in the evaluation (on the spec's defence) and in the audit's choice of view alike."""
+    from gradconceal.attacks.adaptive import AdaptiveView
+    from gradconceal.attacks.presets import preset
+    from gradconceal.defenses import DefendedModel
+    from gradconceal.masking.views import attacker_view
+
+    plan = next(p for p in preset("adaptive", (1, 28, 28)) if p.view == "bpda+eot")
+    base = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
+    for name, random in (("resize-pad", True), ("challenge", True), ("gcm", False), ("none", False)):
+        layers = build_defense(name, {}, (1, 28, 28))
+        defended = DefendedModel(base, layers).eval()
+        entry = load_spec({"models": ["fmnist-cnn"], "defenses": [name], "data": "digits", "attacks": []}).defenses[0]
+        assert plan.applies_to(defended) is random, name
+        assert plan.applies(random=entry.random) is random, name
+        view = attacker_view(defended, None, eot_samples=4)
+        assert (isinstance(view, AdaptiveView) and view.eot_samples == 4) is random, name

@@ -11,9 +11,11 @@ from typing import Optional, Sequence
 
 from torch import nn
 
-from gradconceal.attacks import adaptive_view
+from gradconceal.attacks.adaptive import adaptive_view
+from gradconceal.attacks.plan import view_applies
 from gradconceal.attacks.randomness import random_layers
 from gradconceal.defenses.concealment import GradientConcealment
+
 
 def straight_through_view(model: nn.Module, layers: Sequence[nn.Module]) -> nn.Module:
     """``model`` with the backward of each of ``layers`` replaced by the identity, forward unchanged (BPDA)."""
@@ -21,9 +23,10 @@ def straight_through_view(model: nn.Module, layers: Sequence[nn.Module]) -> nn.M
 
 
 def attacker_view(model: nn.Module, extra_layer: Optional[nn.Module], eot_samples: int) -> Optional[nn.Module]:
-    """BPDA through GCM layers and ``extra_layer``, EOT over random layers; None when nothing is to bypass."""
+    """BPDA through GCM layers and ``extra_layer``, EOT over random layers where the EOT view applies
+    (``view_applies``, the rule the evaluation uses); None when nothing is to bypass."""
     has_gcm = any(isinstance(m, GradientConcealment) for m in model.modules())
-    is_random = bool(random_layers(model))
+    is_random = view_applies("bpda+eot", random=bool(random_layers(model)))
     if isinstance(extra_layer, GradientConcealment):
         extra_layer = None
     if not (has_gcm or is_random or extra_layer is not None):
