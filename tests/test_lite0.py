@@ -79,9 +79,9 @@ def test_lite0_weights_path_and_checkpoint_round_trip_give_identical_logits(tmp_
     path = save_checkpoint(from_file, tmp_path / "lite0.safetensors")
     reloaded = load_model(str(path))
     assert reloaded.mean == (0.5, 0.5, 0.5) and reloaded.class_names[281] == "tabby, tabby cat"
-    with torch.no_grad():
-        assert torch.equal(from_file(photo_batch[:2]), lite0_logits[:2])
-        assert torch.equal(reloaded(photo_batch[:2]), lite0_logits[:2])
+    with torch.no_grad():  # the whole batch: CPU kernels may sum in another order for another batch size
+        assert torch.equal(from_file(photo_batch), lite0_logits)
+        assert torch.equal(reloaded(photo_batch), lite0_logits)
 
 
 def test_lite0_without_pretrained_weights_is_random(lite0):

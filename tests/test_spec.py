@@ -86,7 +86,7 @@ def test_relative_paths_are_taken_from_the_spec_file(tmp_path: Path) -> None:
         ({"models": [{"name": "fmnist-cnn", "wieghts": "x"}]}, r"models\[0\].*did you mean 'weights'"),
         ({"defenses": [{"name": "gcm", "epsilom": 1.0}]}, r"defenses\[0\].*did you mean 'epsilon'"),
         ({"format_version": FORMAT_VERSION + 1}, r"format_version 2 is newer than this gradconceal understands"),
-        ({"models": ["lite1"]}, r"unknown model 'lite1' \(did you mean 'lite0'\?\)"),
+        ({"models": ["lite00"]}, r"unknown model 'lite00' \(did you mean 'lite0'\?\)"),
         ({"models": ["timm:resnet5"]}, r"unknown timm model 'resnet5' \(did you mean 'resnet50'\?\)"),
         ({"models": ["small:cnnn"]}, r"unknown small architecture 'cnnn'"),
         ({"models": ["/no/such/model.safetensors"]}, r"model checkpoint not found: /no/such/model.safetensors"),

