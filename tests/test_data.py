@@ -62,7 +62,7 @@ def test_limit_takes_the_first_images(photos):
     first = load_dataset("photos", limit=2)
     assert len(first) == 2 and first.photo_names == photos.photo_names[:2]
     assert torch.equal(first[1][0], photos[1][0])
-    with pytest.raises(GradconcealError, match=r"limit must be a positive integer or None, got 0"):
+    with pytest.raises(GradconcealError, match=r"limit must be an integer >= 1 or None, got 0"):
         load_dataset("photos", limit=0)
 
 

@@ -9,20 +9,15 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from gradconceal.attacks.threat import parse_number
-from gradconceal.errors import GradconcealError, suggest
+from gradconceal import _validate as check
+from gradconceal.errors import GradconcealError
 
 IMAGE_DTYPES = (torch.float32, torch.float64)
 
 
 def positive_int(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum`` (bools and floats with a fraction refused)."""
-    integral = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
-    if isinstance(value, bool) or not integral:
-        raise GradconcealError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:  # type: ignore[call-overload]
-        raise GradconcealError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)  # type: ignore[call-overload]
+    """``value`` as an int >= ``minimum`` (bools, floats and strings refused: ``gradconceal._validate.integer``)."""
+    return check.integer(value, name, minimum=minimum)
 
 
 def _is_int(value: object) -> bool:
@@ -31,25 +26,17 @@ def _is_int(value: object) -> bool:
 
 def boolean(name: str, value: object) -> bool:
     """``value`` if it is a bool (no truthy strings such as 'false')."""
-    if not isinstance(value, bool):
-        raise GradconcealError(f"{name} must be True or False, got {value!r}")
-    return value
+    return check.boolean(value, name)
 
 
 def choice(name: str, value: object, choices: Sequence[str]) -> str:
     """``value`` lower-cased if it is one of ``choices``."""
-    key = value.strip().lower() if isinstance(value, str) else None
-    if key not in choices:
-        raise GradconcealError(f"{name} must be one of {list(choices)}, got {value!r}{suggest(str(value), choices)}")
-    return key  # type: ignore[return-value]
+    return check.choice(value, name, choices)
 
 
 def positive_number(name: str, value: object) -> float:
     """A finite number > 0 (strings such as '2/255' accepted)."""
-    number = parse_number(value, name)
-    if number <= 0:
-        raise GradconcealError(f"{name} must be > 0, got {value!r}")
-    return number
+    return check.number(value, name, minimum=0, above=True, fractions=True)
 
 
 def model_device(model: nn.Module) -> Optional[torch.device]:

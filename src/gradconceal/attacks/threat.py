@@ -13,6 +13,7 @@ from typing import Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from gradconceal import _validate as check
 from gradconceal.errors import GradconcealError, suggest
 
 NORMS: Tuple[str, ...] = ("linf", "l2", "l1")
@@ -23,28 +24,7 @@ Number = Union[int, float, str]
 
 def parse_number(value: object, name: str) -> float:
     """A finite float from a number or a string such as ``"8/255"`` or ``"0.03"``; errors name ``name``."""
-    if isinstance(value, bool):
-        raise GradconcealError(f"{name} must be a number or a string like '8/255', got {value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if "/" in text:
-                numerator, denominator = text.split("/", 1)
-                number = float(numerator) / float(denominator)
-            else:
-                number = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise GradconcealError(f"{name} must be a number or a fraction like '8/255', got {value!r}") from None
-    elif isinstance(value, Tensor) and value.numel() == 1:
-        number = float(value.item())
-    else:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise GradconcealError(f"{name} must be a number or a string like '8/255', got {value!r}") from None
-    if not math.isfinite(number):
-        raise GradconcealError(f"{name} must be a finite number, got {value!r}")
-    return number
+    return check.number(value, name, fractions=True)
 
 
 def parse_norm(norm: object) -> str:
@@ -72,11 +52,9 @@ class ThreatModel:
 
     def __post_init__(self) -> None:
         norm = parse_norm(self.norm)
-        eps = parse_number(self.eps, "eps")
-        if eps <= 0:
-            raise GradconcealError(f"eps must be > 0 for norm {norm!r}, got {self.eps!r}")
-        if norm == "linf" and eps > 1:
-            raise GradconcealError(f"eps must be <= 1 for norm 'linf' (pixels are in [0, 1]), got {self.eps!r}")
+        eps = check.number(self.eps, "eps", minimum=0, above=True, fractions=True, detail=f" for norm {norm!r}")
+        if norm == "linf":
+            check.check_range(eps, "eps", maximum=1, shown=self.eps, detail=" for norm 'linf' (pixels are in [0, 1])")
         object.__setattr__(self, "norm", norm)
         object.__setattr__(self, "eps", eps)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from fractions import Fraction
 
-from gradconceal.errors import GradconcealError
+from gradconceal import _validate as check
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def parse_eps(text: str) -> float:
     """``8/255``, ``0.03`` -> a float in (0, 1]."""
-    try:
-        value = float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise GradconcealError(f"--eps must be a number or a fraction such as 8/255, got {text!r}") from None
-    if not 0 < value <= 1:
-        raise GradconcealError(f"--eps must be in (0, 1] ([0, 1] pixels), got {text!r}")
-    return value
+    return check.number(text, "--eps", minimum=0, maximum=1, above=True, fractions=True, detail=" ([0, 1] pixels)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.models.zoo import load_model
 
     eps = parse_eps(args.eps)
-    if args.n is not None and args.n < 1:
-        raise GradconcealError(f"--n must be a positive integer, got {args.n}")
+    if args.n is not None:
+        check.integer(args.n, "--n", minimum=1)
     model = load_model(args.model, weights=args.weights)
     if not getattr(model, "model_name", ""):
         model.model_name = args.model

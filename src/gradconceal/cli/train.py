@@ -7,7 +7,7 @@ import dataclasses
 import re
 from typing import Any, Dict, Optional
 
-from gradconceal.errors import GradconcealError
+from gradconceal import _validate as check
 from gradconceal.training.config import (
     DEVICES,
     MIXES,
@@ -144,11 +144,10 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.training import train
 
     out: Optional[str] = args.out or f"runs/{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.model)}-{args.preset}"
-    if args.stop_after is not None and args.stop_after < 1:
-        raise GradconcealError(f"--stop-after must be >= 1, got {args.stop_after}")
+    if args.stop_after is not None:
+        check.integer(args.stop_after, "--stop-after", minimum=1)
     if args.threads is not None:
-        if args.threads < 1:
-            raise GradconcealError(f"--threads must be >= 1, got {args.threads}")
+        check.integer(args.threads, "--threads", minimum=1)
         import torch
 
         torch.set_num_threads(args.threads)

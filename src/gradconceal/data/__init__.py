@@ -7,18 +7,20 @@ Specs: ``photos`` (sample photos shipped by installed packages, hand-labelled fo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Optional
 
 from torch import Tensor
 
+from gradconceal._validate import optional_integer
 from gradconceal.data.base import FileImageDataset, ImageDataset, TensorImageDataset, label_sets_hit
 from gradconceal.data.classes import FASHION_MNIST_CLASSES, imagenet_class_names, imagenet_synsets
 from gradconceal.data.images import center_crop_transform, open_rgb
-from gradconceal.errors import GradconcealError, suggest
+from gradconceal.data.sources import KINDS, DataSource, check_data_source, parse_data_source
+from gradconceal.errors import GradconcealError
 
 __all__ = [
     "FASHION_MNIST_CLASSES",
+    "DataSource",
     "FileImageDataset",
     "ImageDataset",
     "TensorImageDataset",
@@ -28,9 +30,10 @@ __all__ = [
     "label_sets_hit",
     "load_dataset",
     "open_rgb",
+    "parse_data_source",
 ]
 
-SOURCES = ("photos", "imagenet", "fashion-mnist", "digits")
+SOURCES = KINDS
 
 
 def load_dataset(
@@ -45,39 +48,26 @@ def load_dataset(
 
     ``transform`` (PIL RGB image -> tensor) replaces the default resize 256 / crop 224 of ImageNet folders;
     ``download=True`` lets Fashion-MNIST be fetched by torchvision when its files are not found.
+    The source string is read by ``gradconceal.data.sources``, the parser the spec checks sources with.
     """
-    if not isinstance(spec, str) or not spec:
-        raise GradconcealError(f"data spec must be a non-empty string such as 'photos', got {spec!r}")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise GradconcealError(f"limit must be a positive integer or None, got {limit!r}")
-    source, _, rest = spec.partition(":")
-    if transform is not None and source != "imagenet":
+    source = parse_data_source(spec)
+    limit = optional_integer(limit, "limit", minimum=1)
+    if transform is not None and source.kind != "imagenet":
         raise GradconcealError(f"transform applies to 'imagenet:PATH' data only, not {spec!r}")
-    if source in ("photos", "digits") and rest:
-        raise GradconcealError(f"data source {source!r} takes no argument, got {spec!r}")
-    if source in ("photos", "imagenet") and split != "test":
-        raise GradconcealError(
-            f"split must be 'test' for {source!r} data (the folder or photo set decides the images), got {split!r}"
-        )
-    if source == "photos":
+    check_data_source(source, split=split, download=download)
+    if source.kind == "photos":
         from gradconceal.data.photos import PhotoDataset
 
         return PhotoDataset(limit=limit)
-    if source == "digits":
+    if source.kind == "digits":
         from gradconceal.data.digits import load_digits
 
         return load_digits(split).take(limit)
-    if source == "fashion-mnist":
+    if source.kind == "fashion-mnist":
         from gradconceal.data.fashion_mnist import load_fashion_mnist
 
-        return load_fashion_mnist(rest or None, split=split, download=download).take(limit)
-    if source == "imagenet":
-        from gradconceal.data.imagenet import load_imagenet
+        return load_fashion_mnist(source.folder, split=split, download=download).take(limit)
+    from gradconceal.data.imagenet import load_imagenet
 
-        if not rest:
-            raise GradconcealError("imagenet data needs a folder: 'imagenet:PATH' or 'imagenet:PATH:LABELS'")
-        path, labels = rest, None
-        if not Path(rest).exists() and ":" in rest:
-            path, labels = rest.rsplit(":", 1)
-        return load_imagenet(path, labels, transform=transform).take(limit)
-    raise GradconcealError(f"unknown data source {spec!r}{suggest(source, SOURCES)}; known: {', '.join(SOURCES)}")
+    assert source.folder is not None  # parse_data_source refuses 'imagenet' without a folder
+    return load_imagenet(source.folder, source.labels, transform=transform).take(limit)

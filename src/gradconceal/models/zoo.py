@@ -20,6 +20,16 @@ import torch
 from torch import Tensor, nn
 
 from gradconceal.errors import GradconcealError, suggest
+from gradconceal.models.names import (
+    STATE_DICT_SUFFIXES,
+    ModelName,
+    check_model_name,
+    check_small_name,
+    check_timm_name,
+    check_torchvision_name,
+    torchvision_names,
+)
+from gradconceal.models.names import small_architectures as _small_architectures
 from gradconceal.models.pixel import PixelModel
 
 logger = logging.getLogger(__name__)
@@ -30,7 +40,7 @@ PREFIXES = ("timm:", "torchvision:", "small:")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SMALL_INPUT_SIZE = (1, 28, 28)
-_STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_STATE_DICT_SUFFIXES = STATE_DICT_SUFFIXES
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 
 
@@ -44,11 +54,7 @@ def _lites() -> Mapping[str, Any]:
 
 def small_architectures() -> Dict[str, Callable[..., nn.Module]]:
     """The small-net builders of ``gradconceal.models.small`` (empty when that module is not available)."""
-    try:
-        from gradconceal.models.small import SMALL_ARCHITECTURES
-    except ImportError:
-        return {}
-    return dict(SMALL_ARCHITECTURES)
+    return _small_architectures()
 
 
 def shipped_checkpoints() -> List[str]:
@@ -65,7 +71,7 @@ def list_models(pattern: str = "*") -> List[str]:
 
         return [f"timm:{name}" for name in timm.list_models(pattern[len("timm:") :] or "*")]
     if pattern.startswith("torchvision:"):
-        return [f"torchvision:{name}" for name in _torchvision_names() if fnmatch.fnmatchcase(name, pattern[len("torchvision:") :] or "*")]
+        return [f"torchvision:{name}" for name in torchvision_names() if fnmatch.fnmatchcase(name, pattern[len("torchvision:") :] or "*")]
     names = list(_lites()) + [f"small:{name}" for name in sorted(small_architectures())] + shipped_checkpoints()
     return [name for name in names if fnmatch.fnmatchcase(name, pattern)]
 
@@ -78,27 +84,31 @@ def load_model(name: Union[str, Path], weights: Optional[PathLike] = None, pretr
     ``state_dict``/``model`` wrappers and ``module.`` prefixes are undone) strictly into the architecture.
     ``pretrained=False`` gives random weights; ``small:*`` nets are always random unless ``weights`` is given.
     """
-    if not isinstance(name, (str, Path)) or not str(name).strip():
-        raise GradconcealError(f"model name must be a non-empty string such as 'fmnist-cnn' or 'lite0', got {name!r}")
-    text = str(name)
-    if text in _lites():
-        model = _load_lite(text, weights, pretrained)
-    elif text.startswith("timm:"):
-        model = _load_timm(text[len("timm:") :], weights, pretrained)
-    elif text.startswith("torchvision:"):
-        model = _load_torchvision(text[len("torchvision:") :], weights, pretrained)
-    elif text.startswith("small:"):
-        model = _load_small(text[len("small:") :], weights)
-    elif text in shipped_checkpoints():
-        model = _load_checkpoint(WEIGHTS_DIR / f"{text}.safetensors", weights)
-    elif Path(text).suffix.lower() in (".safetensors",) + _STATE_DICT_SUFFIXES or Path(text).exists():
-        model = _load_checkpoint(Path(text), weights)
-    else:
-        raise GradconcealError(
-            f"unknown model {text!r}{suggest(text, list_models())}; known: {', '.join(list_models())}, "
-            "'timm:NAME', 'torchvision:NAME', or a checkpoint path"
-        )
+    parsed = check_model(name, weights=weights)
+    if parsed.kind == "timm":
+        model = _load_timm(parsed.arch, weights, pretrained)
+    elif parsed.kind == "torchvision":
+        model = _load_torchvision(parsed.arch, weights, pretrained)
+    elif parsed.kind == "small":
+        model = _load_small(parsed.arch, weights)
+    elif parsed.kind == "checkpoint":
+        model = _load_checkpoint(parsed.path, weights)
+    elif parsed.name in _lites():
+        model = _load_lite(parsed.name, weights, pretrained)
+    elif parsed.name in shipped_checkpoints():
+        model = _load_checkpoint(WEIGHTS_DIR / f"{parsed.name}.safetensors", weights)
+    else:  # list_models names it, but no branch above loads it
+        raise RuntimeError(f"zoo model {parsed.name!r} is listed by list_models but has no loader in load_model")
     return model.eval()
+
+
+def check_model(name: Union[str, Path], *, base_dir: Optional[Path] = None, weights: Optional[PathLike] = None) -> ModelName:
+    """Check that ``name`` names a model of the zoo, a library or a checkpoint file, without loading it.
+
+    The one check behind both ``load_model`` and the spec (``gradconceal.models.names.check_model_name`` with
+    this zoo's names); relative checkpoint paths are taken from ``base_dir`` when it is given.
+    """
+    return check_model_name(name, zoo_names=list_models, base_dir=base_dir, weights=weights)
 
 
 def build_architecture(arch: str, num_classes: int, in_chans: int = 3) -> nn.Module:
@@ -110,13 +120,13 @@ def build_architecture(arch: str, num_classes: int, in_chans: int = 3) -> nn.Mod
     if arch.startswith("timm:"):
         import timm
 
-        _check_timm_name(arch[len("timm:") :])
+        check_timm_name(arch[len("timm:") :])
         return timm.create_model(arch[len("timm:") :], pretrained=False, num_classes=num_classes, in_chans=in_chans)
     if arch.startswith("torchvision:"):
         import torchvision.models as tvm
 
         tv_name = arch[len("torchvision:") :]
-        _check_torchvision_name(tv_name)
+        check_torchvision_name(tv_name)
         if in_chans != 3:
             raise GradconcealError(f"torchvision architectures take 3 input channels, got in_chans={in_chans} for {arch!r}")
         return tvm.get_model(tv_name, weights=None, num_classes=num_classes)
@@ -165,8 +175,7 @@ def _load_timm(timm_name: str, weights: Optional[PathLike], pretrained: bool) ->
 
     from gradconceal.models.pretrained import cached_timm_weights
 
-    _check_timm_name(timm_name)
-    net = timm.create_model(timm_name, pretrained=False)
+    net = timm.create_model(timm_name, pretrained=False)  # the name was checked by check_model
     source: Optional[PathLike] = weights
     if weights is None and pretrained:
         source = cached_timm_weights(net.pretrained_cfg)
@@ -232,7 +241,6 @@ def _load_torchvision(tv_name: str, weights: Optional[PathLike], pretrained: boo
     from gradconceal.data.classes import imagenet_class_names
     from gradconceal.models.pretrained import cached_torchvision_weights
 
-    _check_torchvision_name(tv_name)
     try:
         default = tvm.get_model_weights(tv_name).DEFAULT
     except (ValueError, AttributeError, KeyError):
@@ -316,11 +324,8 @@ def _load_small(arch: str, weights: Optional[PathLike]) -> PixelModel:
 
 
 def _small_builder(arch: str) -> Callable[..., nn.Module]:
-    archs = small_architectures()
-    if arch not in archs:
-        known = ", ".join(f"small:{n}" for n in sorted(archs)) or "none (gradconceal.models.small is not available)"
-        raise GradconcealError(f"unknown small architecture 'small:{arch}'{suggest(arch, archs)}; known: {known}")
-    return archs[arch]
+    check_small_name(arch)
+    return small_architectures()[arch]
 
 
 def _small_normalisation() -> Tuple[Sequence[float], Sequence[float]]:
@@ -336,16 +341,9 @@ def _load_checkpoint(path: Path, weights: Optional[PathLike]) -> PixelModel:
     """A model from a gradconceal checkpoint: architecture and preprocessing come from its metadata."""
     from gradconceal.models.checkpoint import read_checkpoint
 
-    if weights is not None:
-        raise GradconcealError(f"model {str(path)!r} is a checkpoint with its own weights; do not also pass weights={weights!r}")
-    if not path.is_file():
+    if weights is not None:  # a checkpoint path was checked by check_model; a shipped one is checked here
         raise GradconcealError(
-            f"unknown model or missing checkpoint file {str(path)!r}{suggest(path.stem, list_models())}"
-        )
-    if path.suffix.lower() != ".safetensors":
-        raise GradconcealError(
-            f"{path} is a plain state dict without architecture; load it with "
-            f"load_model('timm:ARCH' or 'torchvision:ARCH' or 'small:ARCH', weights='{path}')"
+            f"model {str(path)!r} is a checkpoint with its own weights; do not also pass weights={str(weights)!r}"
         )
     state, metadata = read_checkpoint(path)
     class_names = metadata.get("class_names")
@@ -468,23 +466,3 @@ def load_strict(net: nn.Module, state: Mapping[str, Tensor], source: PathLike, a
             problems.append(f"{len(mismatched)} shape mismatches (file vs model) {mismatched[:3]}")
         raise GradconcealError(f"weights {source} do not fit architecture {arch!r}: {'; '.join(problems)}")
     net.load_state_dict(dict(state), strict=True)
-
-
-# ----------------------------------------------------------------------------------------------- names
-def _check_timm_name(timm_name: str) -> None:
-    import timm
-
-    if not timm_name or not timm.is_model(timm_name):
-        raise GradconcealError(f"timm has no model {timm_name!r}{suggest(timm_name, timm.list_models())}")
-
-
-def _torchvision_names() -> List[str]:
-    import torchvision.models as tvm
-
-    return list(tvm.list_models(module=tvm))
-
-
-def _check_torchvision_name(tv_name: str) -> None:
-    names = _torchvision_names()
-    if tv_name not in names:
-        raise GradconcealError(f"torchvision has no classification model {tv_name!r}{suggest(tv_name, names)}")

@@ -7,11 +7,11 @@ config and a shipped checkpoint says how to retrain it.
 from __future__ import annotations
 
 import dataclasses
-import math
 import shlex
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from gradconceal import _validate as check
 from gradconceal.errors import GradconcealError, suggest
 
 OPTIMIZERS = ("adamw", "adamax", "sgd")
@@ -95,10 +95,7 @@ def field_names() -> Tuple[str, ...]:
 
 def check_field_names(values: Mapping[str, Any]) -> None:
     """Raise GradconcealError naming the first key that is not a TrainConfig field."""
-    names = field_names()
-    for key in values:
-        if key not in names:
-            raise GradconcealError(f"unknown training setting {key!r}{suggest(key, names)}")
+    check.check_keys(values, field_names(), what="training setting")
 
 
 # The paper's challenge recipe scaled to 28x28 grey images: Adamax with step decay, CutMix + MixUp, random
@@ -139,55 +136,58 @@ def make_config(preset: str = "default", **overrides: Any) -> TrainConfig:
     return TrainConfig(**{**PRESETS[preset], **given})
 
 
+_POSITIVE_INTS = ("epochs", "batch_size", "fgsm_eps_count", "pgd_steps")
+_BOOLS = ("pretrained", "hflip", "fgsm", "fgsm_targeted", "pgd", "amp")
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "mix": MIXES, "device": DEVICES}
+_NON_NEGATIVE = ("weight_decay", "clean_weight", "fgsm_weight", "pgd_weight")
+_FRACTIONS = ("erasing", "mix_prob", "momentum", "label_smoothing")  # in [0, 1]
+_LINF = " (an Linf budget on [0, 1] pixels)"
+
+
 def _validate(config: TrainConfig) -> None:
-    """Check ranges and choices once, with messages that name the setting and its value."""
-    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "mix": MIXES, "device": DEVICES}
-    for name, allowed in choices.items():
-        value = getattr(config, name)
-        if value not in allowed:
-            raise GradconcealError(f"{name} must be one of {list(allowed)}, got {value!r}{suggest(value, allowed)}")
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise GradconcealError(f"{field.name} must be a finite number, got {value!r}")
-    positive_ints = ("epochs", "batch_size", "fgsm_eps_count", "pgd_steps")
-    for name in positive_ints:
-        value = getattr(config, name)
-        if not isinstance(value, int) or value < 1:
-            raise GradconcealError(f"{name} must be an integer >= 1, got {value!r}")
+    """Check types, ranges and choices once (``gradconceal._validate``), with messages naming the setting and value.
+
+    Choices are stored lower-cased (``optimizer='AdamW'`` is ``'adamw'``), as the spec and the attacks read them.
+    """
+    for name in ("model", "data"):
+        check.text(getattr(config, name), name)
+    if config.test_data is not None:
+        check.text(config.test_data, "test_data")
+    for name in _BOOLS:
+        check.boolean(getattr(config, name), name)
+    for name, allowed in _CHOICES.items():
+        object.__setattr__(config, name, check.choice(getattr(config, name), name, allowed))
+    for name in _POSITIVE_INTS:
+        check.integer(getattr(config, name), name, minimum=1)
+    check.integer(config.crop_padding, "crop_padding", minimum=0)
+    check.integer(config.seed, "seed", minimum=0)
     for name in ("train_limit", "test_limit"):
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise GradconcealError(f"{name} must be an integer >= 1 or None, got {value!r}")
-    if config.lr <= 0:
-        raise GradconcealError(f"lr must be > 0, got {config.lr}")
-    for name in ("weight_decay", "clean_weight", "fgsm_weight", "pgd_weight", "label_smoothing", "crop_padding"):
-        if getattr(config, name) < 0:
-            raise GradconcealError(f"{name} must be >= 0, got {getattr(config, name)}")
-    for name in ("erasing", "mix_prob", "momentum"):
-        value = getattr(config, name)
-        if not 0.0 <= value <= 1.0:
-            raise GradconcealError(f"{name} must be in [0, 1], got {value}")
-    if not 0.0 < config.fgsm_eps_min <= config.fgsm_eps_max:
+        check.optional_integer(getattr(config, name), name, minimum=1)
+    check.number(config.lr, "lr", minimum=0, above=True)
+    for name in _NON_NEGATIVE:
+        check.number(getattr(config, name), name, minimum=0)
+    for name in _FRACTIONS:
+        check.number(getattr(config, name), name, minimum=0, maximum=1)
+    check.number(config.step_gamma, "step_gamma", minimum=0, maximum=1, above=True)
+    check.number(config.cutmix_alpha, "cutmix_alpha", minimum=0, above=True)
+    check.number(config.mixup_alpha, "mixup_alpha", minimum=0, above=True)
+    check.number(config.fgsm_eps_min, "fgsm_eps_min", minimum=0, maximum=1, above=True, detail=_LINF)
+    check.number(config.fgsm_eps_max, "fgsm_eps_max", minimum=0, maximum=1, above=True, detail=_LINF)
+    check.number(config.pgd_eps, "pgd_eps", minimum=0, maximum=1, above=True, detail=_LINF)
+    if config.pgd_step_size is not None:
+        check.number(config.pgd_step_size, "pgd_step_size", minimum=0, above=True)
+    milestones = config.step_milestones
+    if isinstance(milestones, list):
+        object.__setattr__(config, "step_milestones", tuple(milestones))
+    if not isinstance(milestones, (tuple, list)) or not all(
+        isinstance(m, (int, float)) and not isinstance(m, bool) and 0.0 < m < 1.0 for m in milestones
+    ):
+        shown = list(milestones) if isinstance(milestones, tuple) else milestones
+        raise GradconcealError(f"step_milestones are fractions of training in (0, 1), got {shown!r}")
+    if config.fgsm_eps_min > config.fgsm_eps_max:
         raise GradconcealError(
             "fgsm_eps_min and fgsm_eps_max must satisfy 0 < min <= max, "
             f"got {config.fgsm_eps_min}, {config.fgsm_eps_max}"
-        )
-    if not 0.0 < config.pgd_eps <= 1.0:
-        raise GradconcealError(f"pgd_eps must be in (0, 1] (an Linf budget on [0, 1] pixels), got {config.pgd_eps}")
-    if config.fgsm_eps_max > 1.0:
-        raise GradconcealError(f"fgsm_eps_max must be <= 1 (an Linf budget on [0, 1] pixels), got {config.fgsm_eps_max}")
-    if config.pgd_step_size is not None and config.pgd_step_size <= 0:
-        raise GradconcealError(f"pgd_step_size must be > 0, got {config.pgd_step_size}")
-    if not all(0.0 < m < 1.0 for m in config.step_milestones):
-        raise GradconcealError(
-            f"step_milestones are fractions of training in (0, 1), got {list(config.step_milestones)}"
-        )
-    if not 0.0 < config.step_gamma <= 1.0:
-        raise GradconcealError(f"step_gamma must be in (0, 1], got {config.step_gamma}")
-    if config.cutmix_alpha <= 0 or config.mixup_alpha <= 0:
-        raise GradconcealError(
-            f"cutmix_alpha and mixup_alpha must be > 0, got {config.cutmix_alpha}, {config.mixup_alpha}"
         )
     if config.clean_weight == 0 and not config.fgsm and not config.pgd:
         raise GradconcealError("clean_weight is 0 and neither fgsm nor pgd is on: the loss would be empty")
