@@ -161,8 +161,8 @@ def test_missing_model_name(capsys, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name, message", [
-    ("timm:resnet5000", "unknown timm model 'resnet5000' (did you mean 'resnet50'?)"),
-    ("torchvision:resnet5000", "unknown torchvision model 'resnet5000' (did you mean 'resnet50'?)"),
+    ("timm:resnet5000", "timm has no model 'resnet5000' (did you mean 'resnet50'?)"),
+    ("torchvision:resnet5000", "torchvision has no classification model 'resnet5000' (did you mean 'resnet50'?)"),
     ("fmnist-cn", "unknown model 'fmnist-cn' (did you mean 'fmnist-cnn'?)"),
 ])
 def test_unknown_timm_or_torchvision_model(capsys, tmp_path: Path, name: str, message: str) -> None:
@@ -421,7 +421,7 @@ def test_eps_beyond_any_distance_and_nan_in_json_and_toml(capsys, tmp_path: Path
 @pytest.mark.parametrize("attack, message", [
     ({"attack": "pdg"}, "attacks[0] (PDG): unknown attack 'pdg' (did you mean 'pgd'?)"),
     ({"attack": "pgd", "norm": "l3"}, "attacks[0] (PGD-L3): norm must be one of ['linf', 'l2', 'l1'], got 'l3'"),
-    ({"attack": "pgd", "norm": "Linf", "eps": "8/255", "view": "bdpa"}, "unknown attacks[0].view 'bdpa' (did you mean 'bpda'?)"),
+    ({"attack": "pgd", "norm": "Linf", "eps": "8/255", "view": "bdpa"}, "attacks[0].view must be one of ['plain', 'bpda', 'eot', 'bpda+eot', 'transfer'], got 'bdpa' (did you mean 'bpda'?)"),
 ])
 def test_unknown_attack_or_norm(capsys, tmp_path: Path, attack, message: str) -> None:
     code, out, err = evaluate_spec(capsys, tmp_path, attacks=[attack])
@@ -517,7 +517,7 @@ def test_device_cuda_where_there_is_none(capsys, tmp_path: Path) -> None:
 def test_batch_size_zero(capsys, tmp_path: Path) -> None:
     code, out, err = cli(capsys, "evaluate", "--model", "fmnist-cnn", "--data", "fashion-mnist", "--batch-size", "0",
                          "--out", str(tmp_path / "out"))
-    assert_clear_error(code, out, err, "batch_size must be >= 1, got 0")
+    assert_clear_error(code, out, err, "batch_size must be an integer >= 1, got 0")
     code, out, err = cli(capsys, "train", "small:cnn", "--batch-size", "0", "--out", str(tmp_path / "train"))
     assert_clear_error(code, out, err, "batch_size must be an integer >= 1, got 0")
     from gradconceal.masking import audit

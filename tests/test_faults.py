@@ -23,6 +23,7 @@ import pytest
 from gradconceal.cli import main
 from gradconceal.evaluation import store as store_module
 from gradconceal.evaluation.records import record_key
+from gradconceal.evaluation.run import STALE_BANNER
 from gradconceal.evaluation.store import RecordStore
 from gradconceal.folders import LOCK_FILE, FolderLock
 
@@ -205,12 +206,14 @@ def test_disk_full_while_writing_the_report_leaves_no_report_that_looks_complete
 
     spec = write_spec(tmp_path, FAULT_SPEC)  # ... then 10 images into the same folder, and the disk fills up
     with monkeypatch.context() as patch:
-        patch.setattr(report_module.tempfile, "mkstemp", no_space)
+        patch.setattr(report_module, "write_atomic", no_space)  # the report's writes fail, nothing else's
         code, err = cli(capsys, "evaluate", str(spec), "--out", str(out))
     assert code == 1
     one_error_line(err, f"cannot write the report into {out}: [Errno 28] No space left on device",
                    "the records are kept, rerun the same command to write it")
-    assert not any((out / name).exists() for name in REPORT_FILES), "the 4-image report must not pass for this run's"
+    # the 4-image report is kept (nothing removed before a new one replaces it) but says it is stale
+    assert (out / "report.md").read_text().startswith(STALE_BANNER)
+    assert json.loads((out / "results.json").read_text())["status"] == "stale"
     assert not list(out.glob("*.tmp"))
     assert len(check_records_file(out / "records.jsonl", torn_tail_allowed=False)) == TOTAL_RECORDS
     again = evaluate(spec, out, quiet=True, plots=False)

@@ -65,7 +65,7 @@ def _mutated(path, value, extra_key, extra_value) -> Dict[str, Any]:
 
 def parse_and_plan(spec: Any) -> None:
     """Everything ``evaluate`` checks before it loads a model: the spec itself and the attacks it names."""
-    from gradconceal.evaluation.attackplan import plan_attacks
+    from gradconceal.evaluation.plan import plan_attacks
     from gradconceal.evaluation.spec import load_spec
 
     parsed = load_spec(spec)

@@ -21,7 +21,7 @@ from gradconceal.attacks.plan import AttackPlan
 from gradconceal.evaluation.records import AttackRecord, CleanRecord
 from gradconceal.evaluation.records import record_key
 from gradconceal.evaluation.store import RecordStore, read_records
-from gradconceal.folders import FolderLock
+from gradconceal.folders import LOCK_FILE, MARKER_FILE, FolderLock
 
 # A small spec on the shipped Fashion-MNIST CNN: every kind of randomness the runner must seed per image
 # (PGD's random start, Square's proposals, resize-and-pad draws in the challenge defence), few steps.
@@ -125,7 +125,7 @@ def test_evaluate_refuses_a_folder_in_use_and_writes_nothing(tmp_path: Path) -> 
     with FolderLock(tmp_path):  # another run holds the folder
         with pytest.raises(GradconcealError, match=f"output folder {tmp_path} is in use by another gradconceal run"):
             evaluate(SMALL_SPEC, tmp_path, quiet=True, plots=False)
-    assert sorted(path.name for path in tmp_path.iterdir()) == [".gradconceal.lock"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([LOCK_FILE, MARKER_FILE])  # the holder's only
 
 
 # -- metrics --------------------------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_resume_refuses_records_of_another_configuration(reference) -> None:
     _, out = reference
     changed = json.loads(json.dumps(SMALL_SPEC))
     changed["attacks"][1]["steps"] = 5
-    with pytest.raises(GradconcealError, match="another configuration for fmnist-cnn/vanilla/PGD"):
+    with pytest.raises(GradconcealError, match=r"computed with other attack settings \(first: fmnist-cnn/vanilla/PGD"):
         evaluate(changed, out, quiet=True, plots=False)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gradconceal.errors import GradconcealError
-from gradconceal.evaluation.attackplan import plan_attacks
+from gradconceal.evaluation.plan import plan_attacks
 from gradconceal.evaluation.spec import FORMAT_VERSION, load_spec, sample_seed, sample_seeds
 
 FMNIST = (1, 28, 28)
@@ -87,16 +87,16 @@ def test_relative_paths_are_taken_from_the_spec_file(tmp_path: Path) -> None:
         ({"defenses": [{"name": "gcm", "epsilom": 1.0}]}, r"defenses\[0\].*did you mean 'epsilon'"),
         ({"format_version": FORMAT_VERSION + 1}, r"format_version 2 is newer than this gradconceal understands"),
         ({"models": ["lite00"]}, r"unknown model 'lite00' \(did you mean 'lite0'\?\)"),
-        ({"models": ["timm:resnet5"]}, r"unknown timm model 'resnet5' \(did you mean 'resnet50'\?\)"),
-        ({"models": ["small:cnnn"]}, r"unknown small architecture 'cnnn'"),
+        ({"models": ["timm:resnet5"]}, r"timm has no model 'resnet5' \(did you mean 'resnet50'\?\)"),
+        ({"models": ["small:cnnn"]}, r"unknown small architecture 'small:cnnn'"),
         ({"models": ["/no/such/model.safetensors"]}, r"model checkpoint not found: /no/such/model.safetensors"),
         ({"data": "imagenet:/no/such/folder"}, r"folder not found: /no/such/folder"),
         ({"data": "fashion-mnist:/no/such/folder"}, r"folder not found: /no/such/folder"),
         ({"data": "mnist"}, r"unknown data source 'mnist'"),
-        ({"attacks": ["papr"]}, r"unknown attacks\[0\].preset 'papr' \(did you mean 'paper'\?\)"),
+        ({"attacks": ["papr"]}, r"attacks\[0\].preset must be one of \[.*\], got 'papr' \(did you mean 'paper'\?\)"),
         ({"defenses": ["gcn"]}, r"did you mean 'gcm'"),
         ({"defenses": ["gcm", "gcm"]}, r"two defenses share the label 'gcm'"),
-        ({"batch_size": 0}, r"batch_size must be >= 1, got 0"),
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1, got 0"),
         ({"seed": "1"}, r"seed must be an integer"),
         ({"device": "gpu"}, r"unknown device 'gpu'"),
         ({"device": "cpu", "dtype": "float16"}, r"float16' needs a CUDA device"),

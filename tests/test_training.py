@@ -85,6 +85,7 @@ def test_kill_after_one_epoch_then_resume_matches_an_uninterrupted_run(tmp_path)
     assert [h["train_loss"] for h in straight.history] == [h["train_loss"] for h in resumed.history]
     # only the last epoch's files are kept, and the final checkpoint loads through the zoo
     assert sorted(p.name for p in (tmp_path / "split").iterdir()) == [
+        ".gradconceal-folder",  # the marker: gradconceal made this folder (holds no state)
         ".gradconceal.lock",  # the folder lock (holds no state)
         "epoch-0002.safetensors",
         "epoch-0002.state.safetensors",

@@ -1,19 +1,140 @@
-"""The lock of a folder gradconceal writes into (an evaluation's output folder, a training folder).
+"""The folders gradconceal writes into (an evaluation's output folder, a training folder): owned and locked.
 
-One run per folder: a second run on a folder in use is refused with a clear error instead of interleaving.
+gradconceal writes only into folders it owns: a new or empty folder, which it marks as its own with
+``.gradconceal-folder``, or a folder made by an earlier gradconceal (the marker, its lock file, or a
+``results.json`` of kind ``gradconceal-results``). A folder holding files it did not write is refused, so the
+user's own ``report.md`` in ``--out .`` is never replaced. One run per folder: a second run on a folder in use
+is refused with a clear error instead of interleaving.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Iterator, List, Union
 
 import filelock
 
 from gradconceal.errors import GradconcealError
 
 LOCK_FILE = ".gradconceal.lock"
+MARKER_FILE = ".gradconceal-folder"
+
+
+def default_file_mode() -> int:
+    """The permissions ``open()`` would give a new file under the process's umask (0644 under umask 022)."""
+    mask = os.umask(0o022)  # reading the umask means setting it; it is put back at once
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; when the block ends without error it becomes ``path`` (fsync,
+    the usual file mode, one rename), so a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; ours are shared like any file
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically (``atomic_path``)."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            with open(tmp, "w", encoding="utf-8", newline="") as handle:
+                handle.write(data)
+
+
+_RECORD_KEYS = {"model", "defense", "attack", "index", "job"}
+
+
+def _first_line(path: Path) -> bytes:
+    """The first line of a plain or gzipped regular file (at most 1 MiB), b'' when unreadable."""
+    import gzip
+
+    if not path.is_file():
+        return b""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
+            return bytes(handle.readline(1 << 20))
+    except (OSError, EOFError):
+        return b""
+
+
+def _made_by_gradconceal(folder: Path) -> bool:
+    """Whether ``folder`` carries a sign of gradconceal: the marker, the lock file, a results.json of kind
+    gradconceal-results, or a records file whose first line is a gradconceal record."""
+    if (folder / MARKER_FILE).is_file() or (folder / LOCK_FILE).is_file():
+        return True
+    results = folder / "results.json"
+    if results.is_file():
+        try:
+            with open(results, "rb") as handle:
+                if json.loads(handle.read(16 << 20)).get("kind") == "gradconceal-results":
+                    return True
+        except (OSError, ValueError, AttributeError):
+            pass
+    for name in ("records.jsonl", "records.jsonl.gz"):
+        try:
+            first = json.loads(_first_line(folder / name) or b"null")
+        except ValueError:
+            continue
+        if isinstance(first, dict) and _RECORD_KEYS <= set(first):
+            return True
+    return False
+
+
+def foreign_files(folder: Union[str, Path]) -> List[str]:
+    """The names of the entries in ``folder`` when it exists, is not empty and is not gradconceal's (else [])."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    try:
+        names = sorted(entry.name for entry in os.scandir(folder))
+    except OSError as error:
+        raise GradconcealError(f"cannot read folder {folder}: {error}") from None
+    if not names or _made_by_gradconceal(folder):
+        return []
+    return names
+
+
+def claim_folder(folder: Union[str, Path]) -> Path:
+    """Make ``folder`` gradconceal's (create it, or check that it is empty or already gradconceal's) and mark it;
+    a folder holding files gradconceal did not write is refused with one line naming some of them."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise GradconcealError(f"output folder {folder} is a file, not a folder; choose another --out")
+    foreign = foreign_files(folder)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise GradconcealError(
+            f"output folder {folder} holds files gradconceal did not write ({shown}); gradconceal writes only into a "
+            "new or empty folder or one it made: choose another --out")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        marker = folder / MARKER_FILE
+        if not marker.exists():
+            marker.write_text("This folder is written by gradconceal (evaluation or training output).\n",
+                              encoding="utf-8")
+    except OSError as error:
+        raise GradconcealError(f"output folder {folder} is not writable: {error}") from None
+    return folder
 
 
 class FolderLock:
@@ -30,12 +151,10 @@ class FolderLock:
         self._held = False
 
     def acquire(self) -> "FolderLock":
-        """Take the lock or raise a clear error naming the folder."""
-        folder = self.path.parent
-        if folder.exists() and not folder.is_dir():
-            raise GradconcealError(f"output folder {folder} is a file, not a folder; choose another --out")
+        """Claim the folder (``claim_folder``: refused when it holds files gradconceal did not write), then take
+        the lock or raise a clear error naming the folder."""
+        folder = claim_folder(self.path.parent)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
             open(self.path, "a").close()  # create it here, so an unwritable folder reads as such, not as busy
         except OSError as error:
             raise GradconcealError(f"output folder {folder} is not writable: {error}") from None

@@ -32,6 +32,10 @@ from gradconceal.attacks.transfer import default_surrogate
 from gradconceal.defenses.concealment import GradientConcealment
 from gradconceal.errors import GradconcealError, suggest
 
+# Bump whenever any attack's behaviour changes (its steps, random starts, success rule, what it counts): the
+# evaluation's job keys include it, so records of the older attack code are never resumed as if current.
+ATTACK_SEMANTICS_VERSION = 1
+
 VIEWS: Tuple[str, ...] = ("plain", "bpda", "eot", "bpda+eot", "transfer")
 GROUPS: Tuple[str, ...] = ("white-box", "adaptive", "sweep")
 VIEW_SETTINGS: Tuple[str, ...] = ("eot_samples",)  # settings of the attacker's view, not of the attack itself

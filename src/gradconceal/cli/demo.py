@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.defenses import conceal
     from gradconceal.evaluation.api import evaluate
     from gradconceal.evaluation.report import summary_lines
-    from gradconceal.evaluation.runner import resolve_device
+    from gradconceal.evaluation.distributed import resolve_device
     from gradconceal.evaluation.spec import load_spec
     from gradconceal.facts import gradient_facts
     from gradconceal.models.zoo import load_model

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from gradconceal import _validate as check
 from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="DIR", help="output folder (default: gradconceal-report/; for a "
                         "results.json: reproduction/ beside it)")
     parser.add_argument("--check", action="store_true", help="validate the spec, print it in full, run nothing")
+    parser.add_argument("--recompute", action="store_true",
+                        help="replace records of --out computed from other weights, images, settings or attack code "
+                             "(without it such a folder is refused)")
     parser.set_defaults(func=run)
 
 
@@ -90,10 +94,7 @@ def spec_from_flags(args: argparse.Namespace, base: Optional[Dict[str, Any]] = N
     if args.attacks:
         spec["attacks"] = [a.strip() for a in args.attacks.split(",") if a.strip()]
     if args.sweep:
-        norms = [n.strip().lower() for n in args.sweep.split(",") if n.strip()]
-        for norm in norms:
-            if norm not in DEFAULT_SWEEP:
-                raise GradconcealError(f"--sweep takes linf and/or l2, got {norm!r}")
+        norms = [check.choice(n, "--sweep", tuple(DEFAULT_SWEEP)) for n in args.sweep.split(",") if n.strip()]
         spec["sweep"] = {norm: DEFAULT_SWEEP[norm] for norm in norms}
     for flag, key in (("batch_size", "batch_size"), ("device", "device"), ("dtype", "dtype"), ("seed", "seed"),
                       ("cascade", "cascade"), ("keep_adversarial", "keep_adversarial")):
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         spec = load_spec(source)
         from gradconceal.data import load_dataset
-        from gradconceal.evaluation.attackplan import plan_attacks
+        from gradconceal.evaluation.plan import plan_attacks
 
         dataset = load_dataset(spec.data.source, split=spec.data.split, limit=spec.data.n)
         plans = plan_attacks(spec, tuple(dataset.image_size))
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"spec is valid: {len(spec.models)} model(s), {len(spec.defenses)} defence(s), {len(plans)} attack(s), "
               f"{len(dataset)} image(s)")
         return 0
-    results = evaluate(source, args.out, quiet=bool(getattr(args, "quiet", False)))
+    results = evaluate(source, args.out, quiet=bool(getattr(args, "quiet", False)),
+                       recompute=bool(getattr(args, "recompute", False)))
     if results.rank != 0:
         return 0  # another process of a torchrun job: rank 0 prints
     print(results.table())

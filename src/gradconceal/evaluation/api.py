@@ -24,6 +24,7 @@ from gradconceal.defenses.build import resize_pad_min_size
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.artifacts import adversarial_path, safe_name
 from gradconceal.evaluation.metrics import RowMetrics, row_metrics, split_row
+from gradconceal.evaluation.provenance import code_provenance, images_fingerprint
 from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, Key, Record
 from gradconceal.evaluation.results import Results, compare, read_results
 from gradconceal.evaluation.run import Runner
@@ -60,6 +61,7 @@ def evaluate(
     models: Optional[Mapping[str, nn.Module]] = None,
     plots: bool = True,
     extra_info: Optional[Mapping[str, Any]] = None,
+    recompute: bool = False,
 ) -> Results:
     """Run an evaluation spec into ``out_dir`` (default ``gradconceal-report/``) and return its numbers.
 
@@ -67,7 +69,9 @@ def evaluate(
     reproduce (then ``out_dir`` defaults to its folder's ``reproduction/`` and the numbers are compared).
     ``models`` maps names used in the spec's ``models`` to in-memory pixel-space models; ``extra_info`` is
     added to ``results.json`` (e.g. the demo's gradient facts). Rerunning into the same folder resumes:
-    finished records are kept and only missing ones are computed.
+    finished records are kept and only missing ones are computed. Records computed from other weights, other
+    images, other settings or older attack code are never reused: such a folder is refused with a line saying
+    what changed, unless ``recompute`` replaces them. ``out_dir`` must be new, empty or made by gradconceal.
     """
     original: Optional[Dict[str, Any]] = None
     if isinstance(spec_or_path, (str, Path)):
@@ -80,7 +84,7 @@ def evaluate(
     spec = load_spec(spec_or_path, extra_models=tuple(models or ()))
     out = Path(out_dir if out_dir is not None else DEFAULT_OUT)
     started = time.perf_counter()
-    runner = Runner(spec, out, quiet=quiet, models=models)
+    runner = Runner(spec, out, quiet=quiet, models=models, recompute=recompute)
     try:
         return _evaluate(runner, spec, out, original, spec_or_path, started, plots, extra_info)
     finally:
@@ -188,6 +192,12 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
         "dtype": spec.dtype,
         "world_size": runner.dist.world_size,
         "versions": library_versions(),
+        "provenance": {
+            **code_provenance(),
+            "weights": dict(runner.weights),
+            "images": images_fingerprint([runner.image_id(i) for i in range(runner.n_images)]),
+            "jobs": {f"{job.model.label}/{job.defense.label}/{job.attack_label}": job.key for job in runner.jobs},
+        },
         "notes": notes,
     }
 

@@ -16,15 +16,17 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from torch import Tensor, nn
 
-from gradconceal.attacks.plan import VIEW_SETTINGS, AttackPlan, group_of
+from gradconceal.attacks.plan import ATTACK_SEMANTICS_VERSION, VIEW_SETTINGS, AttackPlan, group_of
 from gradconceal.attacks.presets import preset
 from gradconceal.attacks.registry import create_attack
 from gradconceal.errors import GradconcealError, suggest
 from gradconceal.evaluation.records import CLEAN_LABEL
 from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry
 
-# Bumped whenever the meaning of a record changes, so that a resume never mixes the two.
-RECORDS_VERSION = 1
+# Bumped whenever the meaning of a record changes, so that a resume never mixes the two. Version 1 (folders made
+# before job keys covered the weights and the attack code) can be re-reported but never resumed.
+RECORDS_VERSION = 2
+LEGACY_RECORDS_VERSION = 1
 
 
 class _ShapeProbe(nn.Module):
@@ -41,10 +43,31 @@ class _ShapeProbe(nn.Module):
 
 def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_size: Sequence[int],
                     where: str) -> Tuple[str, float]:
-    """Build the attack on a stand-in model (unknown names, settings, bad values fail here); returns (norm, eps)."""
-    if "eot_samples" in settings and "eot" not in view:
-        raise GradconcealError(f"{where}: eot_samples needs view 'eot' or 'bpda+eot', got view {view!r}")
+    """Build the attack on a stand-in model (unknown names, settings, bad values fail here); returns (norm, eps).
+
+    Every key and value is checked here, before any model loads: the view's own setting ``eot_samples`` (an
+    integer >= 1, never rounded), the attack's settings by the attack itself, and the settings a spec cannot
+    give (``surrogate``, a model; ``attack`` beside a view that names the attack already).
+    """
+    from gradconceal import _validate
+
+    for key in settings:
+        if not isinstance(key, str):
+            raise GradconcealError(f"{where}: setting names must be strings, got {key!r}")
+    if "eot_samples" in settings:
+        if "eot" not in view:
+            raise GradconcealError(f"{where}: eot_samples needs view 'eot' or 'bpda+eot', got view {view!r}")
+        try:
+            _validate.integer(settings["eot_samples"], "eot_samples", minimum=1)
+        except GradconcealError as error:
+            raise GradconcealError(f"{where}: {error}") from None
     attack_settings = {k: v for k, v in settings.items() if k not in VIEW_SETTINGS}
+    if "surrogate" in attack_settings:
+        raise GradconcealError(f"{where}: 'surrogate' cannot be set in a spec; a transfer attack crafts its images on "
+                               "the undefended model (in Python: create_attack('transfer', model, surrogate=...))")
+    if "attack" in attack_settings and attack != "transfer":
+        raise GradconcealError(f"{where}: 'attack' cannot be a setting of attack {attack!r}; the attack is named once, "
+                               "by its table's 'attack' or its preset")
     probe = _ShapeProbe(image_size)
     try:
         if attack == "transfer" or view == "transfer":
@@ -53,6 +76,10 @@ def validate_attack(attack: str, settings: Mapping[str, Any], view: str, image_s
         else:
             built = create_attack(attack, probe, **attack_settings)
     except GradconcealError as error:
+        for key in attack_settings:  # a misspelt view setting: the attack's list of settings does not hold it
+            if f"no setting {key!r}" in str(error) and suggest(key, VIEW_SETTINGS):
+                raise GradconcealError(f"{where}: unknown setting {key!r}{suggest(key, VIEW_SETTINGS)}; eot_samples is "
+                                       "the setting of the views 'eot' and 'bpda+eot'") from None
         raise GradconcealError(f"{where}: {error}") from None
     return built.threat.norm, float(built.threat.eps)
 
@@ -112,24 +139,48 @@ def job_hash(config: Mapping[str, Any]) -> str:
 class Job:
     """One (model, defence, attack) cell of the evaluation: the clean pass when ``plan`` is None.
 
-    ``key`` fingerprints what decides its records (``job_config``); every record of the job carries it.
+    ``key`` fingerprints what decides its records (``config``); every record of the job carries it.
+    ``legacy_key`` is the key the same job had before keys covered the weights and the attack code.
     """
 
     model: ModelEntry
     defense: DefenseEntry
     plan: Optional[AttackPlan]
+    config: Mapping[str, Any]
     key: str
+    legacy_key: str
 
     @property
     def attack_label(self) -> str:
         return self.plan.label if self.plan is not None else CLEAN_LABEL
 
+    @property
+    def labels(self) -> Tuple[str, str, str]:
+        """(model, defence, attack) labels: the first three parts of its records' keys."""
+        return (self.model.label, self.defense.label, self.attack_label)
+
 
 def job_config(spec: EvalSpec, model: ModelEntry, defense: DefenseEntry, plan: Optional[AttackPlan],
-               in_memory: bool) -> Dict[str, Any]:
-    """What decides a job's records: the model, defence, attack, data, seed, dtype and the records' version."""
+               in_memory: bool, weights: str) -> Dict[str, Any]:
+    """What decides a job's records: the model and its weights' fingerprint, the defence, the attack, the data
+    source, seed and dtype, the attack code's semantics version and the records' format version."""
     return {
         "records_version": RECORDS_VERSION,
+        "attack_semantics": ATTACK_SEMANTICS_VERSION,
+        "model": {**({"in_memory": model.name} if in_memory else model.to_dict()), "weights": weights},
+        "defense": defense.to_dict(),
+        "attack": plan.config() if plan else CLEAN_LABEL,
+        "data": {"source": spec.data.source, "split": spec.data.split},
+        "seed": spec.seed,
+        "dtype": spec.dtype,
+    }
+
+
+def legacy_job_config(spec: EvalSpec, model: ModelEntry, defense: DefenseEntry, plan: Optional[AttackPlan],
+                      in_memory: bool) -> Dict[str, Any]:
+    """The configuration a job had in records version 1 (no weights, no attack semantics version)."""
+    return {
+        "records_version": LEGACY_RECORDS_VERSION,
         "model": {"in_memory": model.name} if in_memory else model.to_dict(),
         "defense": defense.to_dict(),
         "attack": plan.config() if plan else CLEAN_LABEL,
@@ -139,9 +190,11 @@ def job_config(spec: EvalSpec, model: ModelEntry, defense: DefenseEntry, plan: O
     }
 
 
-def plan_jobs(spec: EvalSpec, plans: Sequence[AttackPlan], in_memory: Sequence[str] = ()) -> List[Job]:
+def plan_jobs(spec: EvalSpec, plans: Sequence[AttackPlan], weights: Mapping[str, str],
+              in_memory: Sequence[str] = ()) -> List[Job]:
     """Every job of a spec in run order: per model and defence, the clean pass, the table's attacks whose view
-    applies to the defence (``AttackPlan.applies``), then the sweep's."""
+    applies to the defence (``AttackPlan.applies``), then the sweep's. ``weights`` maps model labels to their
+    weights' fingerprints."""
     ordered = [p for p in plans if p.group != "sweep"] + [p for p in plans if p.group == "sweep"]
     jobs: List[Job] = []
     for model in spec.models:
@@ -149,6 +202,8 @@ def plan_jobs(spec: EvalSpec, plans: Sequence[AttackPlan], in_memory: Sequence[s
             for plan in [None, *ordered]:
                 if plan is not None and not plan.applies(random=defense.random):
                     continue
-                config = job_config(spec, model, defense, plan, model.name in in_memory)
-                jobs.append(Job(model, defense, plan, job_hash(config)))
+                user = model.name in in_memory
+                config = job_config(spec, model, defense, plan, user, weights[model.label])
+                legacy = job_hash(legacy_job_config(spec, model, defense, plan, user))
+                jobs.append(Job(model, defense, plan, config, job_hash(config), legacy))
     return jobs

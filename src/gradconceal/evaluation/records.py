@@ -36,14 +36,18 @@ class CleanRecord:
     primary: int
     label: int
     attack: str = CLEAN_LABEL
+    image: Optional[str] = None  # fingerprint of the image and its labels (None in folders made before it existed)
 
     @property
     def key(self) -> Key:
         return (self.model, self.defense, self.attack, self.index)
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON object of this record."""
-        return asdict(self)
+        """The JSON object of this record (``image`` left out when unknown, as in older folders)."""
+        out = asdict(self)
+        if out["image"] is None:
+            del out["image"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class AttackRecord:
     forward_evals: int = 0
     adv_pred_8bit: Optional[int] = None
     correct_8bit: Optional[bool] = None
+    image: Optional[str] = None  # fingerprint of the image and its labels (None in folders made before it existed)
 
     @property
     def key(self) -> Key:
@@ -82,8 +87,11 @@ class AttackRecord:
         return self.status == "attacked"
 
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON object of this record."""
-        return asdict(self)
+        """The JSON object of this record (``image`` left out when unknown, as in older folders)."""
+        out = asdict(self)
+        if out["image"] is None:
+            del out["image"]
+        return out
 
 
 Record = Union[CleanRecord, AttackRecord]

@@ -25,15 +25,23 @@ from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.artifacts import adversarial_path, round_to_8bit, save_png
 from gradconceal.evaluation.distributed import Distributed, resolve_device, setup_distributed
 from gradconceal.evaluation.plan import Job, plan_attacks, plan_jobs
+from gradconceal.evaluation.provenance import (
+    image_fingerprint,
+    read_job_configs,
+    weights_fingerprint,
+    what_changed,
+    write_job_configs,
+)
 from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, CleanRecord, Key, Record
 from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry, sample_seeds
 from gradconceal.evaluation.store import RecordStore, unpack_archive
-from gradconceal.folders import FolderLock
+from gradconceal.folders import FolderLock, write_atomic
 
 log = logging.getLogger(__name__)
 
 # What the report of a finished run consists of (written last, atomically, from the records).
 REPORT_FILES = ("report.md", "results.json", "results.csv")
+STALE_BANNER = "> **Stale report:**"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -59,19 +67,24 @@ class Runner:
         *,
         quiet: bool = False,
         models: Optional[Mapping[str, nn.Module]] = None,
+        recompute: bool = False,
     ) -> None:
         self.spec = spec
+        self.recompute = recompute
         self.out_dir = Path(out_dir)
         self.quiet = quiet
         self.user_models = dict(models or {})
         self.dataset: Any = None
         self.plans: List[AttackPlan] = []
         self.jobs: List[Job] = []
+        self.weights: Dict[str, str] = {}  # model label -> weights fingerprint
+        self._image_ids: Dict[int, str] = {}
         self.dist = Distributed()
         self.device = torch.device("cpu")
         self.defended: Dict[Tuple[str, str], DefendedModel] = {}
         self.class_names: Dict[str, Optional[List[str]]] = {}
         self._restore: List[Any] = []
+        self.expected_records = 0
         # seconds_by_attack starts from the earlier finished runs' seconds (a resumed run adds its own);
         # attack_seconds is this run's alone
         self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
@@ -91,21 +104,64 @@ class Runner:
         self.n_images = min(available, self.spec.data.n or available)
         self.image_size = tuple(int(v) for v in self.dataset.image_size)
         self.plans = plan_attacks(self.spec, self.image_size)
-        self.jobs = plan_jobs(self.spec, self.plans, tuple(self.user_models))
+        for entry in self.spec.models:  # each model once, to fingerprint its weights before anything runs
+            self.weights[entry.label] = weights_fingerprint(self._load_model(entry))
+        self.jobs = plan_jobs(self.spec, self.plans, self.weights, tuple(self.user_models))
         for defense in self.spec.defenses:
             if defense.random:
                 build_defended(nn.Identity(), defense, self.image_size)  # checks min_size against the image size
 
-    def _check_resumable(self, done: Mapping[Key, Record]) -> None:
-        """Refuse to mix records of a different configuration under the same labels."""
-        expected = {(job.model.label, job.defense.label, job.attack_label): job.key for job in self.jobs}
+    def image_id(self, index: int) -> str:
+        """The fingerprint of image ``index`` (its pixels as the model sees them and its accepted labels)."""
+        if index not in self._image_ids:
+            self._image_ids[index] = image_fingerprint(self.dataset[index][0], self._accepted(index))
+        return self._image_ids[index]
+
+    def _reconcile(self, done: Mapping[Key, Record]) -> Tuple[Dict[Key, Record], List[Key]]:
+        """Check the folder's records against this run's jobs: returns the records to keep and those to drop.
+
+        A record of a job whose key differs (other weights, settings, data source, attack code), or whose image
+        changed, is refused with a line saying what changed, or dropped with ``recompute``. Records of a folder
+        made before keys covered the weights and the attack code (records version 1) can be re-reported as
+        they are, but never resumed: a run that would compute anything there is refused (or, with
+        ``recompute``, starts over).
+        """
+        jobs = {job.labels: job for job in self.jobs}
+        old_configs = read_job_configs(self.out_dir)
+        stale: Dict[Key, str] = {}
+        legacy: List[Key] = []
         for key, record in done.items():
-            want = expected.get(key[:3])
-            if want is not None and record.job != want:
+            job = jobs.get(key[:3])
+            if job is None:
+                continue  # another spec's records in the same folder: kept, not reported
+            if record.job == job.key:
+                if key[3] < self.n_images and record.image is not None and record.image != self.image_id(key[3]):
+                    stale[key] = f"another image {key[3]} (the data changed)"
+            elif record.job == job.legacy_key and record.image is None:
+                legacy.append(key)
+            else:
+                stale[key] = what_changed(old_configs.get(record.job), job.config)
+        if stale and not self.recompute:
+            key, reason = next(iter(stale.items()))
+            raise GradconcealError(
+                f"{self.out_dir} holds {len(stale)} record(s) computed with {reason} (first: {key[0]}/{key[1]}/"
+                f"{key[2]}, image {key[3]}); they are never reused: rerun into a new --out, or add --recompute "
+                "to replace them")
+        kept = {k: r for k, r in done.items() if k not in stale}
+        drop = list(stale)
+        if legacy and self._missing(kept):
+            if not self.recompute:
                 raise GradconcealError(
-                    f"{self.out_dir} holds records of another configuration for {key[0]}/{key[1]}/{key[2]}; "
-                    "resume only with the same spec (or choose another --out)"
-                )
+                    f"{self.out_dir} was made by an older gradconceal (records version 1: its job keys cover neither "
+                    "the weights nor the attack code), so it can be re-reported as it is but not resumed or "
+                    "extended: rerun into a new --out, or add --recompute to compute it again")
+            drop += legacy
+            kept = {k: r for k, r in kept.items() if k not in set(legacy)}
+        return kept, drop
+
+    def _missing(self, done: Mapping[Key, Record]) -> int:
+        """How many records of this run's jobs (all images, all processes) the folder lacks."""
+        return sum(1 for job in self.jobs for i in range(self.n_images) if (*job.labels, i) not in done)
 
     def _earlier_attack_seconds(self) -> Dict[str, float]:
         """Per-job attack seconds in the earlier ``results.json`` here, for this run's jobs whose attack has the
@@ -122,17 +178,26 @@ class Runner:
                 for label in same}
         return {key: float(value) for key, value in seconds.items() if key in keys and isinstance(value, (int, float))}
 
-    def _remove_stale_report(self) -> None:
-        """Delete the report of an earlier run in this folder: until this run writes its own, a report there
-        would look complete while the records change under it (an interrupted run leaves records only)."""
-        # with the temporary files a kill can leave while a report is being written (``name.XXXX.tmp``)
-        stale = [self.out_dir / name for name in REPORT_FILES]
-        stale += [p for name in REPORT_FILES for p in self.out_dir.glob(f"{name}.*.tmp")]
-        for path in stale:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as error:
-                raise GradconcealError(f"cannot remove the earlier report {path}: {error}") from None
+    def _mark_report_stale(self) -> None:
+        """Mark the report of an earlier run here as stale before this run adds records: report.md gets a first
+        line saying so and results.json a ``status``, both replaced atomically (nothing is removed until the new
+        report replaces them); temporary files a killed report write left behind are removed."""
+        for path in [p for name in REPORT_FILES for p in self.out_dir.glob(f"{name}.*.tmp")]:
+            path.unlink(missing_ok=True)
+        note = ("a later run is adding records to this folder; this report predates them and is replaced when that "
+                "run finishes (rerun the same command to finish an interrupted run)")
+        report, results = self.out_dir / "report.md", self.out_dir / "results.json"
+        try:
+            if report.is_file():
+                text = report.read_text(encoding="utf-8")
+                if not text.startswith(STALE_BANNER):
+                    write_atomic(report, f"{STALE_BANNER} {note}.\n\n{text}")
+            if results.is_file():
+                data = json.loads(results.read_text(encoding="utf-8"))
+                if isinstance(data, dict) and data.get("status") != "stale":
+                    write_atomic(results, json.dumps({**data, "status": "stale", "status_note": note}, indent=1))
+        except (OSError, ValueError) as error:
+            raise GradconcealError(f"cannot mark the earlier report in {self.out_dir} as stale: {error}") from None
 
     # models --------------------------------------------------------------------------------------------
     def _load_model(self, entry: ModelEntry) -> nn.Module:
@@ -224,7 +289,7 @@ class Runner:
                     correct = int(pred) in accepted
                     records.append(CleanRecord(model=model, defense=defense, index=index, job=job.key, pred=int(pred),
                                                correct=correct, accepted=accepted, primary=primary,
-                                               label=int(pred) if correct else primary))
+                                               label=int(pred) if correct else primary, image=self.image_id(index)))
                 store.append(records)
                 self.stats["computed_records"] += len(records)
                 clean.update((r.index, r) for r in records)
@@ -253,7 +318,8 @@ class Runner:
                 todo.append(i)
                 continue
             skipped.append(AttackRecord(model=model, defense=defense, attack=plan.label, index=i, job=job.key,
-                                        label=c.label, clean_correct=c.correct, status=status, correct=False))
+                                        label=c.label, clean_correct=c.correct, status=status, correct=False,
+                                        image=self.image_id(i)))
         store.append(skipped)
         self.stats["computed_records"] += len(skipped)  # written by this run, though no attack ran on them
         if not todo:
@@ -294,6 +360,7 @@ class Runner:
                         adv_pred=int(preds[j]), fooled=bool(result.fooled[j]), norm=float(result.norms[j]),
                         grad_evals=int(result.grad_evals[j]), forward_evals=int(result.forward_evals[j]),
                         adv_pred_8bit=int(preds_8bit[j]), correct_8bit=int(preds_8bit[j]) in accepted,
+                        image=self.image_id(index),
                     ))
                     if not correct:
                         broken[index] = True
@@ -335,11 +402,24 @@ class Runner:
             unpack_archive(self.out_dir)
         self.dist.barrier()
         store = RecordStore(self.out_dir, rank=self.dist.rank)
-        done = store.load()
-        self._check_resumable(done)
+        error: Optional[GradconcealError] = None
+        try:
+            done, drop = self._reconcile(store.load())
+        except GradconcealError as caught:
+            error, done, drop = caught, {}, []
+        if not self.dist.all_ok(error is None, self.device):
+            raise error or GradconcealError("another process of this torchrun job refused the folder; see its error")
         if self.dist.rank == 0:
-            self.stats["seconds_by_attack"] = self._earlier_attack_seconds()  # read before the report goes
-            self._remove_stale_report()
+            if drop:
+                store.rewrite(done.values())
+                log.warning("dropped %d record(s) of another configuration (--recompute)", len(drop))
+            self.stats["seconds_by_attack"] = self._earlier_attack_seconds()
+            self.expected_records = len(done) + self._missing(done)
+            if self._missing(done):
+                write_job_configs(self.out_dir, {job.key: job.config for job in self.jobs})
+                self._mark_report_stale()
+        self.dist.barrier()
+        done = store.load()
         shard = list(range(self.dist.rank, self.n_images, self.dist.world_size))
         log.info("evaluating %d image(s) x %d model(s) x %d defence(s) x %d attack(s)%s; %d record(s) already done",
                  self.n_images, len(self.spec.models), len(self.spec.defenses), len(self.plans),
@@ -369,4 +449,10 @@ class Runner:
             if merged:
                 log.info("merged %d record(s) of the other processes", merged)
         self.dist.barrier()
-        return store.load()
+        records = store.load()
+        lost = self._missing(records)
+        if lost:
+            raise GradconcealError(
+                f"{lost} record(s) of this run are missing from {self.out_dir} after it finished (was records.jsonl "
+                "removed or changed while it ran?); no report was written: rerun the same command to compute them")
+        return records

@@ -20,13 +20,25 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from gradconceal.errors import GradconcealError, suggest
+from gradconceal import _validate
+from gradconceal.attacks.plan import VIEWS
+from gradconceal.data import sources as data_sources
+from gradconceal.defenses.build import (
+    CONCEALING_DEFENSES,
+    DEFENSE_NAMES,
+    RANDOM_DEFENSES,
+    build_defense,
+    parse_defense_string,
+)
+from gradconceal.errors import GradconcealError
+from gradconceal.evaluation.records import CLEAN_LABEL
+from gradconceal.models import names as model_names
+from gradconceal.models.zoo import check_model
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,21 +47,16 @@ else:  # pragma: no cover - exercised on Python < 3.11 only
 
 FORMAT_VERSION = 1
 
-DEFENSE_KINDS = ("none", "gcm", "resize-pad", "challenge")
-DEFAULT_DEFENSE_LABELS = {"none": "vanilla", "gcm": "gcm", "resize-pad": "resize-pad", "challenge": "challenge"}
-VIEWS = ("plain", "bpda", "eot", "bpda+eot", "transfer")
+DEFAULT_DEFENSE_LABELS = {"none": "vanilla", "gcm": "gcm", "resize-pad": "resize-pad", "challenge": "challenge",
+                          "bit-depth": "bit-depth"}
 DTYPES = ("float32", "float64", "bfloat16", "float16")
-CLEAN_LABEL = "clean"  # reserved: the records of the clean pass use it as their attack label
-
-# The challenge solution resizes 224-pixel images to a random side in [218, 224): the same ratio elsewhere.
-CHALLENGE_MIN_RATIO = 218 / 224
 
 _TOP_KEYS = (
     "format_version", "title", "models", "defenses", "data", "attacks", "sweep", "batch_size", "device",
     "dtype", "seed", "cascade", "keep_adversarial", "gallery", "audit",
 )
 _MODEL_KEYS = ("name", "label", "weights", "pretrained")
-_DEFENSE_KEYS = ("name", "label", "w", "epsilon", "min_size")
+_DEFENSE_KEYS = ("name", "label", "w", "epsilon", "min_size", "bits")
 _DATA_KEYS = ("source", "n", "split")
 _PRESET_ENTRY_KEYS = ("preset", "overrides", "reason", "keep")
 _ATTACK_ENTRY_KEYS = ("label", "attack", "view", "keep", "reason")
@@ -99,26 +106,42 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class DefenseEntry:
-    """A defence in front of every model: none, gcm, resize-pad or challenge (gcm then resize-pad)."""
+    """A defence in front of every model: a ``gradconceal.defenses.build`` name with its settings and a label."""
 
     kind: str
     label: str
     w: float = 1e20
     epsilon: float = 1e-8
     min_size: Optional[int] = None  # resize-pad's smallest side; None: 218/224 of the input side
+    bits: int = 4  # bit-depth's levels per channel, as 2**bits
 
     @property
     def random(self) -> bool:
         """Whether the defence draws randomness on each forward (the EOT views apply only then)."""
-        return self.kind in ("resize-pad", "challenge")
+        return self.kind in RANDOM_DEFENSES
 
-    def to_dict(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"name": self.kind, "label": self.label}
-        if self.kind in ("gcm", "challenge"):
+    @property
+    def conceals(self) -> bool:
+        """Whether the defence has a gradient-concealment layer (the BPDA views act on it)."""
+        return self.kind in CONCEALING_DEFENSES
+
+    def settings(self) -> Dict[str, Any]:
+        """The builder's settings of this defence (``build_defense``)."""
+        out: Dict[str, Any] = {}
+        if self.conceals:
             out.update(w=self.w, epsilon=self.epsilon)
         if self.random and self.min_size is not None:
             out["min_size"] = self.min_size
+        if self.kind == "bit-depth":
+            out["bits"] = self.bits
         return out
+
+    def layers(self, image_size: Sequence[int]) -> List[Any]:
+        """The defence's input layers for images of ``image_size`` (C, H, W), from the one builder."""
+        return build_defense(self.kind, self.settings(), image_size, label=self.label)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.kind, "label": self.label, **self.settings()}
 
 
 @dataclass(frozen=True)
@@ -177,33 +200,6 @@ class SweepEntry:
         out.update({norm: list(values) for norm, values in self.eps.items()})
         if self.settings:
             out["settings"] = copy.deepcopy(dict(self.settings))
-        return out
-
-
-@dataclass(frozen=True)
-class AttackPlan:
-    """One resolved attack of the run: label, attack name, its settings, the attacker's view and its role."""
-
-    label: str
-    attack: str
-    settings: Mapping[str, Any]
-    view: str = "plain"
-    group: str = "white-box"  # "white-box" (plain autograd, as in the paper), "adaptive", or "sweep"
-    origin: str = "explicit"  # preset name, "explicit" or "sweep"
-    keep: bool = False
-    reason: Optional[str] = None  # why settings differ from the preset (e.g. the demo's time budget)
-    norm: Optional[str] = None
-    eps: Optional[float] = None
-
-    def config(self) -> Dict[str, Any]:
-        """What decides the attack's records (compared on resume to refuse mixing two configurations)."""
-        return {"attack": self.attack, "view": self.view, "settings": _jsonable(dict(self.settings))}
-
-    def to_dict(self) -> Dict[str, Any]:
-        out = {"label": self.label, "group": self.group, "origin": self.origin, **self.config()}
-        out.update(norm=self.norm, eps=self.eps, keep=self.keep)
-        if self.reason:
-            out["reason"] = self.reason
         return out
 
 
@@ -270,24 +266,70 @@ def load_spec(source: Union[PathLike, Mapping[str, Any], EvalSpec], *, extra_mod
 
 
 def read_spec_file(path: Path) -> Dict[str, Any]:
-    """Read a TOML (``.toml``) or JSON file into a dict, with the file named in any error."""
+    """Read a TOML (``.toml``) or JSON file into a dict, with the file named in any error.
+
+    A UTF-8 byte-order mark is skipped. A file that cannot be a spec is named by what it is: empty, UTF-16
+    or other non-UTF-8 text, binary, an HTML page, JSON in a ``.toml`` file or TOML in a ``.json`` one; a named
+    pipe or a device is refused without being read (reading one could block forever).
+    """
+    import logging
+
+    from gradconceal.data.files import describe_content, open_regular
+
+    def parses(parse: Any, text: str) -> bool:  # json.loads or tomllib.loads; their errors are ValueErrors
+        try:
+            parse(text)
+        except ValueError:
+            return False
+        return True
+
     if path.is_dir():
         raise GradconcealError(f"spec file {path} is a folder; give a .toml or .json spec file (or a results.json)")
-    if not path.is_file():
-        raise GradconcealError(f"spec file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        with open_regular(path, "spec file", "give a .toml or .json spec file") as handle:
+            raw = handle.read()
+    except FileNotFoundError:
+        raise GradconcealError(f"spec file not found: {path}") from None
+    except OSError as error:
         raise GradconcealError(f"cannot read spec file {path}: {error}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        logging.getLogger(__name__).info("spec file %s starts with a UTF-8 byte-order mark; read without it", path)
+        raw = raw[3:]
+    if not raw.strip():
+        raise GradconcealError(f"spec file {path} is empty; a spec names models, data and attacks "
+                               "(see 'gradconceal evaluate --help')")
+    what = describe_content(raw[:4096])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if what == "it is UTF-16 text":
+            raise GradconcealError(f"cannot read spec file {path}: {error}; it is UTF-16 text: save it as UTF-8") from None
+        if what is not None and what.startswith("it is") or b"\x00" in raw[:4096]:
+            raise GradconcealError(f"spec file {path} is not a TOML or JSON spec; {what or 'it is a binary file'}") from None
+        raise GradconcealError(f"cannot read spec file {path}: {error}; save it as UTF-8") from None
+    if "\x00" in text:
+        if what == "it is UTF-16 text":
+            raise GradconcealError(f"cannot read spec file {path}: it is UTF-16 text: save it as UTF-8")
+        raise GradconcealError(f"spec file {path} is not a TOML or JSON spec; {what or 'it is a binary file'}")
+    foreign = what is not None and what.startswith(("it starts like an HTML page", "it is a Git LFS pointer",
+                                                    "it holds XML"))
     if path.suffix.lower() == ".json" or (path.suffix.lower() != ".toml" and text.lstrip().startswith("{")):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
+            if path.suffix.lower() == ".json" and parses(tomllib.loads, text):
+                raise GradconcealError(f"spec file {path} holds TOML; name it .toml") from None
+            if foreign:
+                raise GradconcealError(f"spec file {path} is not a TOML or JSON spec; {what}") from None
             raise GradconcealError(f"spec file {path} is not valid JSON: {error}") from None
     else:
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
+            if text.lstrip().startswith(("{", "[")) and parses(json.loads, text):
+                raise GradconcealError(f"spec file {path} holds JSON; name it .json") from None
+            if foreign:
+                raise GradconcealError(f"spec file {path} is not a TOML or JSON spec; {what}") from None
             raise GradconcealError(f"spec file {path} is not valid TOML: {error}") from None
     if not isinstance(data, dict):
         raise GradconcealError(f"spec file {path} must hold a table/object at the top, got {type(data).__name__}")
@@ -344,43 +386,13 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, extra_models: Sequence
 
 
 # -- field parsers --------------------------------------------------------------------------------------
-def _check_keys(table: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    for key in table:
-        if key not in allowed:
-            raise GradconcealError(f"unknown key '{key}' in {where}{suggest(key, allowed)}")
-
-
-def _int(value: Any, name: str, *, minimum: Optional[int] = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise GradconcealError(f"{name} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise GradconcealError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _float(value: Any, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise GradconcealError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise GradconcealError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _str(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise GradconcealError(f"{name} must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _choice(value: Any, name: str, choices: Sequence[str]) -> str:
-    text = _str(value, name).lower()
-    if text not in choices:
-        raise GradconcealError(f"unknown {name} {value!r}{suggest(text, choices)}; choose one of {', '.join(choices)}")
-    return text
+# The checks of ``gradconceal._validate`` under the short names this module's parsers use.
+_check_keys = _validate.check_keys  # (table, allowed, where): unknown key 'x' in where (did you mean 'y'?)
+_int = _validate.integer  # (value, name, *, minimum=None)
+_float = _validate.number  # (value, name): a finite number (no bool, no string)
+_bool = _validate.boolean  # (value, name)
+_str = _validate.text  # (value, name): a non-empty string, stripped
+_choice = _validate.choice  # (value, name, choices): lower-cased; 'must be one of [...], got x (did you mean y?)'
 
 
 def _device(value: Any) -> str:
@@ -407,8 +419,8 @@ def _unique_labels(labels: Sequence[str], what: str) -> None:
 
 
 def _resolve_path(text: str, base_dir: Path) -> str:
-    path = Path(text).expanduser()
-    return str(path if path.is_absolute() else (base_dir / path).resolve())
+    """``text`` with ``~`` expanded, a relative path taken from ``base_dir`` (the spec file's folder)."""
+    return _validate.resolve_path(text, base_dir)
 
 
 def _parse_models(value: Any, base_dir: Path, extra_models: Sequence[str]) -> List[ModelEntry]:
@@ -426,7 +438,7 @@ def _parse_models(value: Any, base_dir: Path, extra_models: Sequence[str]) -> Li
             if not Path(weights).is_file():
                 raise GradconcealError(f"models[{i}].weights: file not found: {weights}")
         if name not in extra_models:
-            name = check_model_name(name, base_dir)
+            name = check_model_name(name, base_dir, weights)
         label = _str(item.get("label", default_model_label(name)), f"models[{i}].label")
         entries.append(ModelEntry(name, label, weights, _bool(item.get("pretrained", True), f"models[{i}].pretrained")))
     _unique_labels([m.label for m in entries], "models")
@@ -434,74 +446,54 @@ def _parse_models(value: Any, base_dir: Path, extra_models: Sequence[str]) -> Li
 
 
 def default_model_label(name: str) -> str:
-    """A model's label in tables: the zoo name, or a checkpoint's file stem."""
-    if name.endswith((".safetensors", ".pt", ".pth")) or "/" in name:
-        return Path(name).stem
-    return name
+    """A model's label in tables: the zoo name, or a checkpoint's file stem (``gradconceal.models.names``)."""
+    return model_names.default_model_label(name)
 
 
-def check_model_name(name: str, base_dir: Path) -> str:
-    """Check a model name without loading it; returns the name (checkpoint paths made absolute)."""
-    if name.endswith((".safetensors", ".pt", ".pth")) or name.startswith((".", "/", "~")):
-        path = _resolve_path(name, base_dir)
-        if not Path(path).is_file():
-            raise GradconcealError(f"model checkpoint not found: {path}")
-        return path
-    prefix, _, arch = name.partition(":")
-    if arch:
-        if prefix == "timm":
-            import timm
+def check_model_name(name: str, base_dir: Path, weights: Optional[str] = None) -> str:
+    """Check a model name without loading it; returns the name (checkpoint paths made absolute).
 
-            if not timm.is_model(arch):
-                raise GradconcealError(f"unknown timm model {arch!r}{suggest(arch, timm.list_models())}")
-            return name
-        if prefix == "torchvision":
-            import torchvision
-
-            known = torchvision.models.list_models()
-            if arch not in known:
-                raise GradconcealError(f"unknown torchvision model {arch!r}{suggest(arch, known)}")
-            return name
-        if prefix == "small":
-            from gradconceal.models.small import SMALL_ARCHITECTURES
-
-            if arch not in SMALL_ARCHITECTURES:
-                raise GradconcealError(f"unknown small architecture {arch!r}{suggest(arch, SMALL_ARCHITECTURES)}")
-            return name
-    from gradconceal.models.zoo import list_models
-
-    known = list(list_models())
-    if name not in known:
-        raise GradconcealError(
-            f"unknown model {name!r}{suggest(name, known)}; see 'gradconceal models' "
-            "(or use timm:NAME, torchvision:NAME, small:ARCH, or a checkpoint path)"
-        )
-    return name
+    The same check ``load_model`` makes (``gradconceal.models.zoo.check_model``), with relative checkpoint
+    paths taken from the spec's folder.
+    """
+    return check_model(name, base_dir=base_dir, weights=weights).name
 
 
 def _parse_defenses(value: Any) -> List[DefenseEntry]:
     entries = []
     for i, item in enumerate(_list(value, "defenses")):
-        if isinstance(item, str):
+        if isinstance(item, str) and ":" in item:  # the audit's form, 'gcm:w=1e12,epsilon=1e-10'
+            name, options = parse_defense_string(item)
+            item = {"name": name, **{k: int(v) if k in ("min_size", "bits") and v == int(v) else v
+                                     for k, v in options.items()}}
+        elif isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping):
             raise GradconcealError(f"defenses[{i}] must be a name or a table, got {item!r}")
         _check_keys(item, _DEFENSE_KEYS, f"defenses[{i}]")
-        kind = _choice(item.get("name"), f"defenses[{i}].name", DEFENSE_KINDS)
+        kind = _choice(item.get("name"), f"defenses[{i}].name", DEFENSE_NAMES)
         w = _float(item.get("w", 1e20), f"defenses[{i}].w")
         epsilon = _float(item.get("epsilon", 1e-8), f"defenses[{i}].epsilon")
-        if kind not in ("gcm", "challenge") and ("w" in item or "epsilon" in item):
+        if kind not in CONCEALING_DEFENSES and ("w" in item or "epsilon" in item):
             raise GradconcealError(f"defenses[{i}]: w and epsilon belong to 'gcm' or 'challenge', not {kind!r}")
         min_size = item.get("min_size")
         if min_size is not None:
-            if kind not in ("resize-pad", "challenge"):
+            if kind not in RANDOM_DEFENSES:
                 raise GradconcealError(f"defenses[{i}]: min_size belongs to 'resize-pad' or 'challenge', not {kind!r}")
             min_size = _int(min_size, f"defenses[{i}].min_size", minimum=1)
+        if kind != "bit-depth" and "bits" in item:
+            raise GradconcealError(f"defenses[{i}]: bits belongs to 'bit-depth', not {kind!r}")
+        bits = _int(item.get("bits", 4), f"defenses[{i}].bits", minimum=1)
         default_label = DEFAULT_DEFENSE_LABELS[kind]
-        if kind in ("gcm", "challenge") and (w, epsilon) != (1e20, 1e-8):
+        if kind in CONCEALING_DEFENSES and (w, epsilon) != (1e20, 1e-8):
             default_label = f"{kind}(w={w:g},epsilon={epsilon:g})"
+        if kind == "bit-depth" and bits != 4:
+            default_label = f"bit-depth(bits={bits})"
         label = _str(item.get("label", default_label), f"defenses[{i}].label")
-        entries.append(DefenseEntry(kind, label, w, epsilon, min_size))
+        entry = DefenseEntry(kind, label, w, epsilon, min_size, bits)
+        if not entry.random:
+            entry.layers((1, 1, 1))  # settings the layers refuse (bits > 16, ...) fail here, before any model loads
+        entries.append(entry)
     _unique_labels([d.label for d in entries], "defenses")
     return entries
 
@@ -512,45 +504,18 @@ def _parse_data(value: Any, base_dir: Path) -> DataEntry:
     if not isinstance(value, Mapping):
         raise GradconcealError(f"data must be a source string or a table, got {value!r}")
     _check_keys(value, _DATA_KEYS, "data")
-    source = check_data_source(_str(value.get("source"), "data.source"), base_dir)
+    source = data_sources.check_data_source(_str(value.get("source"), "data.source"), base_dir=base_dir)
     n = value.get("n")
     if n is not None:
         n = _int(n, "data.n", minimum=1)
-    split = _choice(value.get("split", "test"), "data.split", ("test", "train"))
-    return DataEntry(source, n, split)
+    split = _choice(value.get("split", "test"), "data.split", data_sources.SPLITS)
+    source.check_split(split)
+    return DataEntry(source.to_string(), n, split)
 
 
 def check_data_source(source: str, base_dir: Path) -> str:
-    """Check a data source string without reading images; paths in it are made absolute."""
-    kind, _, rest = source.partition(":")
-    kinds = ("photos", "digits", "fashion-mnist", "imagenet")
-    if kind not in kinds:
-        raise GradconcealError(f"unknown data source {source!r}{suggest(kind, kinds)}; use one of {', '.join(kinds)}")
-    if kind in ("photos", "digits"):
-        if rest:
-            raise GradconcealError(f"data source {kind!r} takes no path, got {source!r}")
-        return kind
-    if kind == "fashion-mnist":
-        if not rest:
-            return kind
-        folder = _resolve_path(rest, base_dir)
-        if not Path(folder).is_dir():
-            raise GradconcealError(f"data source {source!r}: folder not found: {folder}")
-        return f"fashion-mnist:{folder}"
-    if not rest:
-        raise GradconcealError("data source 'imagenet' needs a folder: imagenet:PATH[:labels.txt]")
-    folder, labels = rest, ""
-    if not Path(_resolve_path(rest, base_dir)).exists() and ":" in rest:
-        folder, labels = rest.rsplit(":", 1)
-    folder = _resolve_path(folder, base_dir)
-    if not Path(folder).is_dir():
-        raise GradconcealError(f"data source {source!r}: folder not found: {folder}")
-    if labels:
-        labels = _resolve_path(labels, base_dir)
-        if not Path(labels).is_file():
-            raise GradconcealError(f"data source {source!r}: labels file not found: {labels}")
-        return f"imagenet:{folder}:{labels}"
-    return f"imagenet:{folder}"
+    """Check a data source string without reading images; paths in it are made absolute (``gradconceal.data.sources``)."""
+    return data_sources.check_data_source(source, base_dir=base_dir).to_string()
 
 
 def _parse_attacks(value: Any) -> List[AttackEntry]:

@@ -19,6 +19,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.records import Key, Record, record_from_dict, record_key
+from gradconceal.folders import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +38,15 @@ def unpack_archive(out_dir: Path) -> int:
     """
     import gzip
     import shutil
-    import tempfile
 
     archive, target = Path(out_dir) / ARCHIVE_FILE, Path(out_dir) / RECORDS_FILE
     if target.exists() or not archive.exists():
         return 0
-    fd, tmp = tempfile.mkstemp(prefix=RECORDS_FILE + ".", suffix=".tmp", dir=str(out_dir))
     try:
-        with gzip.open(archive, "rb") as source, os.fdopen(fd, "wb") as handle:
+        with atomic_path(target) as tmp, gzip.open(archive, "rb") as source, open(tmp, "wb") as handle:
             shutil.copyfileobj(source, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         raise GradconcealError(f"cannot unpack {archive}: {error}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     log.info("unpacked %s into %s", archive.name, target.name)
     return target.stat().st_size
 
@@ -107,6 +100,11 @@ def read_records(path: Path) -> Iterator[Record]:
             yield record
 
 
+def _lines(records: Iterable[Record]) -> bytes:
+    """Records as JSON lines (keys sorted, no NaN), the one on-disk form."""
+    return b"".join(json.dumps(r.to_dict(), sort_keys=True, allow_nan=False).encode("utf-8") + b"\n" for r in records)
+
+
 class RecordStore:
     """The records of one output folder: ``load`` what is done, ``append`` new records durably."""
 
@@ -145,13 +143,14 @@ class RecordStore:
         return self
 
     def append(self, records: Iterable[Record]) -> None:
-        """Write ``records`` as whole JSON lines and fsync them before returning."""
-        data = b"".join(json.dumps(r.to_dict(), sort_keys=True, allow_nan=False).encode("utf-8") + b"\n"
-                        for r in records)
+        """Write ``records`` as whole JSON lines and fsync them before returning; a records file removed or
+        replaced while the run writes to it is an error (its records would be lost without a word)."""
+        data = _lines(records)
         if not data:
             return
         self.open()
-        assert self._fd is not None
+        assert self._fd is not None  # open() sets it or raises
+        self._check_still_there()
         view = memoryview(data)
         start = os.lseek(self._fd, 0, os.SEEK_END)
         try:
@@ -164,6 +163,29 @@ class RecordStore:
             raise GradconcealError(
                 f"cannot write records to {self.path}: {error}; finished records are kept, rerun to resume"
             ) from None
+
+    def _check_still_there(self) -> None:
+        assert self._fd is not None  # called with the file open
+        opened = os.fstat(self._fd)
+        try:
+            current = os.stat(self.path)
+        except OSError:
+            current = None
+        if opened.st_nlink == 0 or current is None or (current.st_ino, current.st_dev) != (opened.st_ino, opened.st_dev):
+            raise GradconcealError(f"{self.path} was removed or replaced while this run was writing to it; its records "
+                                   "are lost: rerun the same command to compute them again")
+
+    def rewrite(self, records: Iterable[Record]) -> None:
+        """Replace the folder's records by ``records`` (atomically; the processes' part files are folded in)."""
+        self.close()
+        main = self.out_dir / RECORDS_FILE
+        try:
+            with atomic_path(main) as tmp:
+                tmp.write_bytes(_lines(records))
+        except OSError as error:
+            raise GradconcealError(f"cannot rewrite {main}: {error}") from None
+        for part in self.out_dir.glob("records.rank*.jsonl"):
+            part.unlink()
 
     def _cut_back(self, size: int) -> None:
         """After a failed append (disk full, I/O error), drop what it wrote, so no torn line stays behind.

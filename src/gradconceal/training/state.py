@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -22,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from gradconceal.errors import GradconcealError
+from gradconceal.folders import atomic_path, write_atomic
 from gradconceal.models.checkpoint import read_checkpoint, save_checkpoint
 from gradconceal.models.pixel import PixelModel
 
@@ -68,16 +67,7 @@ def _unflatten_optimizer(tensors: Dict[str, Tensor], meta: Dict[str, Any]) -> Di
 
 def _write_json_atomic(path: Path, payload: Dict[str, Any]) -> None:
     """Write JSON to ``path`` via a temp file and rename, so readers see the old or the new file, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, json.dumps(payload, indent=1))
 
 
 def save_training_state(
@@ -111,14 +101,8 @@ def save_training_state(
         "history": json.dumps(loop.history),
         "wall_time_s": repr(loop.wall_time_s),
     }
-    fd, tmp = tempfile.mkstemp(prefix=state_path.name + ".", suffix=".tmp", dir=str(out_dir))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, state_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(state_path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     previous = read_pointer(out_dir)
     _write_json_atomic(
         out_dir / POINTER, {"epoch": loop.epoch, "model": model_path.name, "state": state_path.name, "config": config}
