@@ -22,7 +22,7 @@ from torch import nn
 from gradconceal._version import __version__
 from gradconceal.defenses.build import resize_pad_min_size
 from gradconceal.errors import GradconcealError
-from gradconceal.evaluation.artifacts import adversarial_path, safe_name
+from gradconceal.evaluation.artifacts import adversarial_path, gallery_name
 from gradconceal.evaluation.metrics import RowMetrics, row_metrics, split_row
 from gradconceal.evaluation.provenance import code_provenance, images_fingerprint
 from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, Key, Record
@@ -234,7 +234,7 @@ def _plots(results: Results, runner: Runner, records: Mapping[Key, Record]) -> L
     if results.spec.gallery:
         for row in results.rows:
             items = _gallery_items(row, results, runner, records)
-            name = f"gallery_{safe_name(row.model)}_{safe_name(row.defense)}.png"
+            name = gallery_name(row.model, row.defense)
             made.append(plots.plot_gallery(f"{row.model} / {row.defense}: clean, adversarial under the strongest "
                                            "successful attack, perturbation", items, out / name))
     return [p.name for p in made if p is not None]

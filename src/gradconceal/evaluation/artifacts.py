@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Dict, Sequence
 
 import torch
 from torch import Tensor
@@ -16,6 +17,29 @@ def safe_name(text: str) -> str:
     and a leading dot too, so that no label ('..', '../x', '/abs') can name a folder outside it or a hidden file."""
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", text) or "_"
     return "_" + name[1:] if name.startswith(".") else name
+
+
+def gallery_name(model: str, defense: str) -> str:
+    """The file name of a row's gallery in the report folder."""
+    return f"gallery_{safe_name(model)}_{safe_name(defense)}.png"
+
+
+def check_distinct_names(models: Sequence[str], defenses: Sequence[str], attacks: Sequence[str]) -> None:
+    """Refuse labels that would share a file or folder of the report (``safe_name`` replaces characters, and some
+    file systems ignore case): each model, defence and attack label, and each row's gallery, must map to its
+    own name. Raises ``GradconcealError`` naming both labels and the shared name."""
+    groups = [("model", [(m, safe_name(m)) for m in models]), ("defence", [(d, safe_name(d)) for d in defenses]),
+              ("attack", [(a, safe_name(a)) for a in attacks]),
+              ("row", [(f"{m}/{d}", gallery_name(m, d)) for m in models for d in defenses])]
+    for what, pairs in groups:
+        seen: Dict[str, str] = {}
+        for label, name in pairs:
+            other = seen.setdefault(name.casefold(), label)
+            if other != label:
+                raise GradconcealError(
+                    f"{what} labels {other!r} and {label!r} would share the file name {name!r} in the report folder "
+                    "(characters outside letters, digits and ._+- become '_', and case may be ignored); give one "
+                    "another 'label'")
 
 
 def adversarial_path(out_dir: Path, model: str, defense: str, attack: str, index: int) -> Path:

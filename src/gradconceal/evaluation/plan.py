@@ -20,6 +20,7 @@ from gradconceal.attacks.plan import ATTACK_SEMANTICS_VERSION, VIEW_SETTINGS, At
 from gradconceal.attacks.presets import preset
 from gradconceal.attacks.registry import create_attack
 from gradconceal.errors import GradconcealError, suggest
+from gradconceal.evaluation.artifacts import check_distinct_names
 from gradconceal.evaluation.records import CLEAN_LABEL
 from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry
 
@@ -126,6 +127,7 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
     if twice:
         raise GradconcealError(f"attack label(s) {', '.join(repr(t) for t in twice)} appear more than once in the spec "
                                "(a preset listed twice, or an explicit attack with a preset's label); labels must be unique")
+    check_distinct_names([m.label for m in spec.models], [d.label for d in spec.defenses], [p.label for p in plans])
     return plans
 
 

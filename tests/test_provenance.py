@@ -1,0 +1,195 @@
+"""Numbers that cannot be wrong without a word: records bound to the weights, images, settings and attack code
+that made them; folders gradconceal owns; records lost under a run; names that stay distinct on disk."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from gradconceal.errors import GradconcealError
+from gradconceal.evaluation.api import evaluate
+from gradconceal.evaluation.store import RecordStore
+from gradconceal.folders import MARKER_FILE
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+
+
+def _spec(data: Any, models: Any = ("fmnist-cnn",), **extra: Any) -> Dict[str, Any]:
+    return {"models": list(models), "defenses": ["none"], "data": data,
+            "attacks": [{"label": "FGSM", "attack": "fgsm", "norm": "linf", "eps": "8/255"}],
+            "batch_size": 4, "device": "cpu", "seed": 0, "audit": False, "gallery": 0, **extra}
+
+
+def _numbers(results) -> Dict[str, Any]:
+    return {f"{r.model}/{r.defense}": (r.clean.k, r.clean.n, {k: (m.ar.k, m.ar.n) for k, m in r.attacks.items() if m})
+            for r in results.rows}
+
+
+def _fmnist_folder(folder: Path, count: int = 8) -> Path:
+    """A Fashion-MNIST folder (idx files) holding the first ``count`` real test images."""
+    from gradconceal.data import load_dataset
+
+    try:
+        data = load_dataset("fashion-mnist", limit=count)
+    except GradconcealError as error:
+        pytest.skip(f"Fashion-MNIST not available: {error}")
+    images = np.stack([(data[i][0][0].numpy() * 255).round().astype(np.uint8) for i in range(count)])
+    _write_idx(folder / "t10k-images-idx3-ubyte", images, 2051)
+    _write_idx(folder / "t10k-labels-idx1-ubyte", np.array(data.targets[:count]), 2049)
+    return folder
+
+
+def _write_idx(path: Path, array: np.ndarray, magic: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _checkpoint(path: Path, scale: float) -> Path:
+    """The shipped fmnist-cnn's architecture with its weights scaled (another model saved at the same path)."""
+    from gradconceal.models.checkpoint import save_checkpoint
+    from gradconceal.models.zoo import load_model
+
+    model = load_model("fmnist-cnn")
+    with torch.no_grad():
+        for parameter in model.net.parameters():
+            parameter.mul_(scale)
+    return save_checkpoint(model, path, architecture="small:cnn")
+
+
+# -- records outlive what made them ---------------------------------------------------------------------
+def test_a_retrained_checkpoint_at_the_same_path_is_never_reused(tmp_path: Path) -> None:
+    data = {"source": f"fashion-mnist:{_fmnist_folder(tmp_path / 'data')}"}
+    weights = _checkpoint(tmp_path / "model.safetensors", 1.0)
+    spec = _spec(data, models=[str(weights)])
+    first = evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+    _checkpoint(weights, -0.5)  # retrained and saved at the same path
+    with pytest.raises(GradconcealError, match=r"computed with other weights \(fingerprint [0-9a-f]{16} now "
+                                               r"[0-9a-f]{16}\).*new --out, or add --recompute"):
+        evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+    fresh = evaluate(spec, tmp_path / "fresh", quiet=True, plots=False)
+    assert _numbers(fresh) != _numbers(first)  # the new weights give other numbers ...
+    replaced = evaluate(spec, tmp_path / "out", quiet=True, plots=False, recompute=True)
+    assert _numbers(replaced) == _numbers(fresh)  # ... which --recompute reports, with no old record left
+    assert replaced.info["computed_records"] == len(RecordStore(tmp_path / "out").load())
+
+
+def test_an_in_memory_model_whose_weights_changed_is_refused(tmp_path: Path) -> None:
+    from gradconceal.models.zoo import load_model
+
+    data = {"source": f"fashion-mnist:{_fmnist_folder(tmp_path / 'data')}"}
+    model = load_model("fmnist-cnn")
+    spec = _spec(data, models=["mine"])
+    evaluate(spec, tmp_path / "out", quiet=True, plots=False, models={"mine": model})
+    with torch.no_grad():
+        next(model.parameters()).add_(0.1)
+    with pytest.raises(GradconcealError, match="other weights"):
+        evaluate(spec, tmp_path / "out", quiet=True, plots=False, models={"mine": model})
+
+
+def test_a_changed_image_is_refused_and_more_images_keep_every_record(tmp_path: Path) -> None:
+    folder = _fmnist_folder(tmp_path / "data")
+    spec = _spec({"source": f"fashion-mnist:{folder}", "n": 6})
+    evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+    more = evaluate({**spec, "data": {"source": f"fashion-mnist:{folder}", "n": 8}}, tmp_path / "out", quiet=True,
+                    plots=False)
+    assert more.info["computed_records"] == 2 * 2  # the two new images' clean and FGSM records only
+    path = folder / "t10k-images-idx3-ubyte"
+    raw = bytearray(path.read_bytes())
+    raw[16 + 3 * 28 * 28 + 400] ^= 0xFF  # one pixel of image 3
+    path.write_bytes(bytes(raw))
+    with pytest.raises(GradconcealError, match=r"computed with another image 3 \(the data changed\)"):
+        evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+
+
+def test_records_of_older_attack_code_are_refused(tmp_path: Path, monkeypatch) -> None:
+    from gradconceal.evaluation import plan
+
+    spec = _spec({"source": f"fashion-mnist:{_fmnist_folder(tmp_path / 'data')}"})
+    evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+    monkeypatch.setattr(plan, "ATTACK_SEMANTICS_VERSION", plan.ATTACK_SEMANTICS_VERSION + 1)
+    with pytest.raises(GradconcealError, match=r"older attack code \(semantics version \d+, now \d+\)"):
+        evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+
+
+def test_results_json_records_what_made_the_numbers(tmp_path: Path) -> None:
+    from gradconceal._version import __version__
+
+    results = evaluate(_spec({"source": f"fashion-mnist:{_fmnist_folder(tmp_path / 'data')}"}), tmp_path / "out",
+                       quiet=True, plots=False)
+    provenance = json.loads((tmp_path / "out" / "results.json").read_text())["provenance"]
+    assert provenance["gradconceal"] == __version__ and provenance["attack_semantics"] >= 1
+    assert set(provenance["weights"]) == {"fmnist-cnn"} and len(provenance["weights"]["fmnist-cnn"]) == 16
+    assert len(provenance["images"]) == 16 and set(provenance["jobs"]) == {"fmnist-cnn/vanilla/clean",
+                                                                            "fmnist-cnn/vanilla/FGSM"}
+    if (Path(__file__).resolve().parents[1] / ".git").exists():
+        assert len(provenance.get("git_commit", "")) == 40
+    keys = {r.job for r in RecordStore(tmp_path / "out").load().values()}
+    assert keys == set(provenance["jobs"].values()) and results.info["computed_records"] == 16
+
+
+def test_an_older_folder_re_reports_but_never_resumes(tmp_path: Path) -> None:
+    copy = tmp_path / "lite0-photos"
+    shutil.copytree(RESULTS / "lite0-photos", copy)
+    spec = RESULTS / "lite0-photos.toml"
+    from gradconceal.evaluation.spec import read_spec_file
+
+    raw = read_spec_file(spec)
+    extended = {**raw, "attacks": [*raw["attacks"], {"label": "FGSM 4/255", "attack": "fgsm", "eps": "4/255"}]}
+    with pytest.raises(GradconcealError, match=r"made by an older gradconceal .*re-reported as it is but not resumed"):
+        evaluate(extended, copy, quiet=True, plots=False)
+
+
+# -- the user's files and the run's own files -----------------------------------------------------------
+def test_a_folder_with_the_users_files_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    mine = {name: f"my own {name}\n" for name in ("report.md", "results.json", "results.csv", "records.jsonl")}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(GradconcealError, match=r"holds files gradconceal did not write \(records.jsonl, report.md, "
+                                               r"results.csv, results.json\).*choose another --out"):
+        evaluate(_spec({"source": "digits"}, models=["mine"]), tmp_path, quiet=True, plots=False,
+                 models={"mine": nn.Sequential(nn.Flatten(), nn.Linear(64, 10))})
+    assert {p.name: p.read_text() for p in tmp_path.iterdir()} == mine  # nothing added, nothing changed
+
+
+def test_a_records_file_removed_during_the_run_stops_it_without_a_report(tmp_path: Path, monkeypatch) -> None:
+    from gradconceal.evaluation import run
+
+    clean_pass = run.Runner._clean_pass
+
+    def then_remove(self, *args, **kwargs):  # what a user's `rm records.jsonl` mid-run does
+        out = clean_pass(self, *args, **kwargs)
+        (self.out_dir / "records.jsonl").unlink()
+        return out
+
+    monkeypatch.setattr(run.Runner, "_clean_pass", then_remove)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    with pytest.raises(GradconcealError, match="records.jsonl was removed or replaced while this run was writing"):
+        evaluate(_spec({"source": "digits", "n": 8}, models=["mine"]), tmp_path / "out", quiet=True, plots=False,
+                 models={"mine": model})
+    assert not (tmp_path / "out" / "report.md").exists() and not (tmp_path / "out" / "results.json").exists()
+
+
+@pytest.mark.parametrize("labels", [("A/B", "A_B"), ("PGD", "pgd"), ("x y", "x?y")])
+def test_labels_that_would_share_a_file_name_are_refused_at_check(tmp_path: Path, labels) -> None:
+    from gradconceal.evaluation.plan import plan_attacks
+    from gradconceal.evaluation.spec import load_spec
+
+    attacks = [{"label": label, "attack": "fgsm", "eps": "8/255"} for label in labels]
+    spec = load_spec(_spec({"source": "digits"}, attacks=attacks))
+    with pytest.raises(GradconcealError, match=r"attack labels .* would share the file name"):
+        plan_attacks(spec, (1, 8, 8))
+
+
+def test_owned_folders_get_a_marker(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    evaluate(_spec({"source": "digits", "n": 4}, models=["mine"]), tmp_path / "new", quiet=True, plots=False,
+             models={"mine": model})
+    assert (tmp_path / "new" / MARKER_FILE).is_file()
