@@ -193,3 +193,66 @@ def test_owned_folders_get_a_marker(tmp_path: Path) -> None:
     evaluate(_spec({"source": "digits", "n": 4}, models=["mine"]), tmp_path / "new", quiet=True, plots=False,
              models={"mine": model})
     assert (tmp_path / "new" / MARKER_FILE).is_file()
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"seed": 1}, "another seed"),
+    ({"dtype": "float64"}, "another dtype"),
+    ({"defenses": [{"name": "gcm", "label": "vanilla", "w": 1e12}]}, "other defence settings"),
+    ({"attacks": [{"label": "FGSM", "attack": "fgsm", "norm": "linf", "eps": "4/255"}]}, "other attack settings"),
+])
+def test_every_setting_that_decides_a_record_is_part_of_its_key(tmp_path: Path, change, reason) -> None:
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    spec = _spec({"source": "digits", "n": 4}, models=["mine"])
+    evaluate(spec, tmp_path / "out", quiet=True, plots=False, models={"mine": model})
+    with pytest.raises(GradconcealError, match=reason):
+        evaluate({**spec, **change}, tmp_path / "out", quiet=True, plots=False, models={"mine": model})
+
+
+def test_weights_given_beside_a_zoo_name_are_fingerprinted(tmp_path: Path) -> None:
+    data = {"source": f"fashion-mnist:{_fmnist_folder(tmp_path / 'data', count=4)}"}
+    weights = _checkpoint(tmp_path / "w.safetensors", 1.0)
+    spec = _spec(data, models=[{"name": "small:cnn", "weights": str(weights), "label": "cnn"}])
+    evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+    _checkpoint(weights, 2.0)
+    with pytest.raises(GradconcealError, match="other weights"):
+        evaluate(spec, tmp_path / "out", quiet=True, plots=False)
+
+
+def test_a_records_file_replaced_during_the_run_stops_it(tmp_path: Path, monkeypatch) -> None:
+    from gradconceal.evaluation import run
+
+    clean_pass = run.Runner._clean_pass
+
+    def then_replace(self, *args, **kwargs):  # a copy put back in its place: another file under the same name
+        out = clean_pass(self, *args, **kwargs)
+        path = self.out_dir / "records.jsonl"
+        data = path.read_bytes()
+        path.unlink()
+        path.write_bytes(data)
+        return out
+
+    monkeypatch.setattr(run.Runner, "_clean_pass", then_replace)
+    with pytest.raises(GradconcealError, match="was removed or replaced while this run was writing"):
+        evaluate(_spec({"source": "digits", "n": 4}, models=["mine"]), tmp_path / "out", quiet=True, plots=False,
+                 models={"mine": nn.Sequential(nn.Flatten(), nn.Linear(64, 10))})
+
+
+def test_a_training_folder_with_the_users_files_is_refused(tmp_path: Path) -> None:
+    from gradconceal.folders import FolderLock
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(GradconcealError, match=r"holds files gradconceal did not write \(notes.txt\)"):
+        FolderLock(tmp_path).acquire()
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_rows_whose_gallery_files_would_collide_are_refused(tmp_path: Path) -> None:
+    from gradconceal.evaluation.plan import plan_attacks
+    from gradconceal.evaluation.spec import load_spec
+
+    spec = load_spec({**_spec({"source": "digits"}, models=["mine", "mine_x"]),
+                      "defenses": [{"name": "none", "label": "x_y"}, {"name": "gcm", "label": "y"}]},
+                     extra_models=("mine", "mine_x"))
+    with pytest.raises(GradconcealError, match=r"row labels 'mine/x_y' and 'mine_x/y' would share the file name"):
+        plan_attacks(spec, (1, 8, 8))
