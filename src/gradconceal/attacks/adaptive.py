@@ -68,7 +68,9 @@ class AdaptiveView(nn.Module):
         if isinstance(model, AdaptiveView):
             model = model.model
         self.model = model
-        self.train(model.training)  # a view of an eval-mode model is in eval mode too
+        # A view of an eval-mode model is in eval mode too; only the view's own flag is set, never the
+        # model's layers (``train()`` would recurse and undo a mix such as frozen batch norm in a training model).
+        self.training = model.training
         self.bpda = checks.boolean("bpda", bpda)
         self.eot_samples = checks.positive_int("eot_samples", eot_samples)
         self.concealment_layers: List[GradientConcealment] = [

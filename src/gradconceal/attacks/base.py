@@ -3,6 +3,10 @@
 ``Attack.perturb`` owns everything but the attack's own iterations: input checks, skipping samples the
 model already gets wrong, counting model evaluations, early stop, projection into the budget and the
 [0, 1] box, and the final success decision. Subclasses write ``run(images, labels, state)``.
+
+It also keeps two promises for every attack: a NaN or infinite logit, loss or input gradient is noted per
+sample (``AttackResult.non_finite``) and never counted as robustness; and the caller's things are left as
+found (the model's buffers and modes, the global random generators: ``gradconceal.preserve``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from torch import Tensor, nn
 
 from gradconceal.attacks import checks
 from gradconceal.attacks.losses import LOSSES, attack_loss, is_success, min_classes, ranked_wrong_classes
+from gradconceal.attacks.probe import check_num_classes, model_label, probe_model
 from gradconceal.attacks.randomness import SampleRandom, random_layers, sample_rows, seeded_layers
 from gradconceal.attacks.threat import NORMS, Number, ThreatModel
 from gradconceal.errors import GradconcealError
+from gradconceal.preserve import preserved_model, preserved_rng
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,13 @@ class AttackResult:
     passes (queries), including the clean check and the final verification (which a deterministic model
     skips for images it already judged fooled inside the budget). ``stopped_early``: the sample
     left the batch once fooled, before its step or query budget was used up.
+
+    ``non_finite``: the model gave a NaN or infinite logit, loss or input gradient for the sample during
+    the attack (or on its final image). Such a sample is never robust, whatever ``fooled`` says:
+    ``fooled`` stays True only for an image that fooled the model with finite logits (that image is kept);
+    otherwise ``fooled`` is False and ``adversarial`` holds the last candidate if its pixels are finite, the
+    clean image if not. Huge but finite gradients (GCM's ~1e12) and zero gradients are not flagged. A model
+    whose clean logits are not finite is refused before any attack (``probe.check_logits``).
     """
 
     adversarial: Tensor
@@ -50,14 +63,20 @@ class AttackResult:
     threat: ThreatModel
     attack: str
     targets: Optional[Tensor] = None
+    non_finite: Optional[Tensor] = None  # a bool per sample; all False when not given
+
+    def __post_init__(self) -> None:
+        if self.non_finite is None:
+            self.non_finite = torch.zeros_like(self.fooled, dtype=torch.bool)
 
     def __len__(self) -> int:
         return int(self.fooled.shape[0])
 
     @property
     def robust(self) -> Tensor:
-        """Bool per sample: correct on the clean image and still correct on the adversarial one."""
-        return self.clean_correct & ~self.fooled
+        """Bool per sample: correct on the clean image, still correct on the adversarial one, and the model's
+        logits and gradients stayed finite throughout (a non-finite sample is never robust)."""
+        return self.clean_correct & ~self.fooled & ~self.non_finite  # type: ignore[operator]
 
     @property
     def robust_accuracy(self) -> float:
@@ -109,6 +128,8 @@ class RunState:
         self.grad_evals = torch.zeros(count, dtype=torch.int64, device=device)
         self.forward_evals = torch.zeros(count, dtype=torch.int64, device=device)
         self.stopped_early = torch.zeros(count, dtype=torch.bool, device=device)
+        # rows whose logits, loss or input gradient were NaN or infinite at some evaluation
+        self.non_finite = torch.zeros(count, dtype=torch.bool, device=device)
         self.targets: Optional[Tensor] = None
         if goal_targets is not None:
             self.targets = goal_targets
@@ -151,7 +172,22 @@ class RunState:
             logits = self.model(x)
             values = attack_loss(loss, logits, labels, targets)
         (grad,) = torch.autograd.grad(values.sum(), x)
+        self.note_non_finite(rows, logits, values, grad)
         return values.detach(), grad, logits.detach()
+
+    def note_non_finite(self, rows: Tensor, *per_row: Tensor) -> None:
+        """Mark the ``rows`` where any of the per-row tensors (logits, losses, gradients) holds NaN or inf.
+
+        Runs on the device without synchronising; a bool tensor is taken as the mark itself.
+        """
+        bad = torch.zeros(rows.shape[0], dtype=torch.bool, device=self.non_finite.device)
+        for tensor in per_row:
+            if tensor.dtype == torch.bool:
+                bad |= tensor.to(bad.device)
+            else:
+                finite = torch.isfinite(tensor.detach())
+                bad |= ~(finite.flatten(1).all(dim=1) if finite.ndim > 1 else finite).to(bad.device)
+        self.non_finite[rows] = self.non_finite[rows] | bad
 
     def _holding(self, rows: Tensor) -> ContextManager[None]:
         """Tell the model's per-sample-seeded random layers which samples a call holds (no-op without them)."""
@@ -164,6 +200,7 @@ class RunState:
         with torch.no_grad(), self._holding(rows):
             logits = self.model(x)
         self.forward_evals.index_add_(0, rows, torch.ones_like(rows))
+        self.note_non_finite(rows, logits)
         return logits
 
     def loss_values(self, rows: Tensor, logits: Tensor, loss: Optional[str] = None) -> Tensor:
@@ -272,29 +309,36 @@ class Attack(abc.ABC):
         ``sample_seeds`` (one int per image) gives every sample its own random stream, so results do not
         depend on batching. ``target_labels`` (targeted attacks only) sets each sample's target; without
         them a targeted attack aims at the most likely wrong classes and counts any misclassification.
+
+        The model is run in the mode it is in; its buffers and modes, and the global random generators, are
+        as they were when the call returns (``gradconceal.preserve``).
         """
+        with preserved_rng(), preserved_model(self.model):
+            return self._perturb(images, labels, sample_seeds, target_labels)
+
+    def _perturb(
+        self, images: Tensor, labels: Tensor, sample_seeds: Optional[Sequence[int]], target_labels: Optional[Tensor]
+    ) -> AttackResult:
         images = checks.check_images(images, self.model)
         count, device = images.shape[0], images.device
         labels = checks.check_labels(labels, count, device)
         seeds = checks.check_sample_seeds(sample_seeds, count)
         goal = self._check_targets(target_labels, labels, count, device)
         self.threat.check_image_shape(images.shape[1:])
+        name = model_label(self.model)
         num_classes = getattr(self.model, "num_classes", None)
-        if isinstance(num_classes, int) and num_classes > 0:
-            checks.check_label_range(labels, num_classes)
+        if isinstance(num_classes, int) and not isinstance(num_classes, bool) and num_classes > 0:
+            check_num_classes(num_classes, labels, name)
         if not self._warned_training and _has_training_layers(self.model):
             logger.warning("%s: batch-norm or dropout layers of the model are in training mode (they act per "
-                           "batch); call model.eval() first; the attack leaves the mode as it is", type(self).__name__)
+                           "batch); call model.eval() first; the attack keeps the mode and restores the "
+                           "running statistics afterwards", type(self).__name__)
             self._warned_training = True
 
-        with torch.no_grad():
-            clean_logits = self.model(images)
-        if clean_logits.ndim != 2 or clean_logits.shape[0] != count:
-            raise GradconcealError(f"the model must return logits of shape (N, classes), got {tuple(clean_logits.shape)}")
+        clean_logits = probe_model(self.model, images, labels, model_name=name)
         classes = int(clean_logits.shape[1])
-        checks.check_label_range(labels, classes)
         if goal is not None:
-            checks.check_label_range(goal, classes, "target_labels")
+            check_num_classes(classes, goal, name, "target_labels")
         needed = min_classes(self.loss, self.targeted)
         if classes < needed:
             raise GradconcealError(f"loss {self.loss!r} needs a model with at least {needed} classes, this one has {classes}")
@@ -304,6 +348,7 @@ class Attack(abc.ABC):
         grad_evals = torch.zeros(count, dtype=torch.int64, device=device)
         stopped = torch.zeros(count, dtype=torch.bool, device=device)
         fooled = torch.zeros(count, dtype=torch.bool, device=device)
+        non_finite = torch.zeros(count, dtype=torch.bool, device=device)
         adversarial = images.clone()
         active = clean_correct.nonzero().flatten()
         if active.numel():
@@ -323,6 +368,11 @@ class Attack(abc.ABC):
             candidate = self.run(sub_images, sub_labels, state).detach()
             candidate = torch.where(state.fooled.view(-1, 1, 1, 1), state.best, candidate)
             final = self.threat.project(sub_images, candidate.to(images.dtype))
+            # A candidate with NaN or infinite pixels (a non-finite gradient stepped into it) is no image:
+            # the sample keeps its clean image and is marked non-finite.
+            broken = ~torch.isfinite(final).flatten(1).all(dim=1)
+            final = torch.where(broken.view(-1, *([1] * (final.ndim - 1))), sub_images, final)
+            state.note_non_finite(state.all_rows(), broken)
             # A deterministic model already judged each recorded image: those inside the budget are kept as
             # they are and not evaluated again; every other final image is verified by one more forward.
             trusted = torch.zeros_like(state.fooled)
@@ -338,7 +388,9 @@ class Attack(abc.ABC):
                     final_logits = self.model(final[verify])
                 sub_goal = goal[active][verify] if goal is not None else None
                 sub_fooled[verify] = is_success(final_logits, sub_labels[verify], sub_goal)
+                state.note_non_finite(verify, final_logits)
             fooled[active] = sub_fooled
+            non_finite[active] = state.non_finite
             grad_evals[active] += state.grad_evals
             forward_evals[active] += state.forward_evals + (~trusted).long()
             stopped[active] = state.stopped_early
@@ -353,6 +405,7 @@ class Attack(abc.ABC):
             threat=self.threat,
             attack=self.name,
             targets=goal.cpu() if goal is not None else None,
+            non_finite=non_finite.cpu(),
         )
 
     def _check_targets(self, target_labels: object, labels: Tensor, count: int, device: torch.device) -> Optional[Tensor]:

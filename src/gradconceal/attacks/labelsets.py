@@ -30,7 +30,7 @@ class AcceptedLabels(nn.Module):
         for name in _FORWARDED:
             if hasattr(model, name) and not hasattr(self, name):
                 setattr(self, name, getattr(model, name))
-        self.train(model.training)
+        self.training = model.training  # the wrapper's flag only: the model's layers keep their modes
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.model(x)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -54,11 +55,15 @@ def attack_loss(name: str, logits: Tensor, labels: Tensor, targets: Optional[Ten
 
 
 def is_success(logits: Tensor, labels: Tensor, targets: Optional[Tensor]) -> Tensor:
-    """Bool per sample: the prediction is the target (with ``targets``) or anything but the label."""
+    """Bool per sample: the prediction is the target (with ``targets``) or anything but the label.
+
+    Never for a sample with a NaN or infinite logit: its argmax is an artefact (NaN wins it), not a decision.
+    """
     predicted = logits.argmax(dim=1)
+    finite = torch.isfinite(logits).all(dim=1)
     if targets is not None:
-        return predicted == targets
-    return predicted != labels
+        return (predicted == targets) & finite
+    return (predicted != labels) & finite
 
 
 def ranked_wrong_classes(logits: Tensor, labels: Tensor, count: int) -> Tensor:

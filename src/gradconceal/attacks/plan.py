@@ -34,7 +34,9 @@ from gradconceal.errors import GradconcealError, suggest
 
 # Bump whenever any attack's behaviour changes (its steps, random starts, success rule, what it counts): the
 # evaluation's job keys include it, so records of the older attack code are never resumed as if current.
-ATTACK_SEMANTICS_VERSION = 1
+# 2: NaN/inf logits never count as success, and a sample with a non-finite logit, loss or gradient is
+# recorded as non-finite (never robust) instead of robust.
+ATTACK_SEMANTICS_VERSION = 2
 
 VIEWS: Tuple[str, ...] = ("plain", "bpda", "eot", "bpda+eot", "transfer")
 GROUPS: Tuple[str, ...] = ("white-box", "adaptive", "sweep")
@@ -79,11 +81,15 @@ def _jsonable(value: Any) -> Any:
 
 def undefended(defended: nn.Module) -> nn.Module:
     """The model without its input defences (the transfer surrogate): ``base`` alone when there is no
-    normalisation, else ``normalize`` then ``base`` in eval mode (``default_surrogate`` checks the model)."""
+    normalisation, else ``normalize`` then ``base`` (``default_surrogate`` checks the model). The new wrapper
+    takes the defended model's mode; the model's own layers keep theirs (no recursive ``eval()``)."""
     surrogate = default_surrogate(defended)
     if not isinstance(surrogate, nn.Sequential):
         return surrogate
-    return surrogate[1] if isinstance(surrogate[0], nn.Identity) else surrogate.eval()
+    if isinstance(surrogate[0], nn.Identity):
+        return surrogate[1]
+    surrogate.training = bool(defended.training)
+    return surrogate
 
 
 @dataclass(frozen=True)
@@ -156,7 +162,7 @@ class AttackPlan:
         bpda = "bpda" in self.view and any(isinstance(m, GradientConcealment) for m in model.modules())
         if not bpda and self.eot_samples == 1:
             return create_attack(self.attack, seen(model), **settings)
-        view = adaptive_view(seen(model), bpda=bpda, eot_samples=self.eot_samples).train(model.training)
+        view = adaptive_view(seen(model), bpda=bpda, eot_samples=self.eot_samples)  # takes the model's mode
         return create_attack(self.attack, view, **settings)
 
     # -- serialisation -----------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ class Transfer(Attack):
     """``Transfer(defended, attack="pgd", surrogate=None, **settings)``: any attack, run on the surrogate.
 
     ``grad_evals``/``forward_evals`` count the surrogate's evaluations plus the target's clean check and
-    final verification; the defended model answers no other query.
+    final verification; the defended model answers no other query. A sample whose logits or gradients were
+    not finite on the surrogate is ``non_finite`` in the result too.
     """
 
     name = "transfer"
@@ -63,4 +64,6 @@ class Transfer(Attack):
         result = self.inner.perturb(images, labels, state.sample_seeds, target_labels=state.goal)
         state.grad_evals += result.grad_evals.to(state.grad_evals.device)
         state.forward_evals += result.forward_evals.to(state.forward_evals.device)
+        # a sample the surrogate gave NaN/inf for was not really attacked: never robust on the target either
+        state.note_non_finite(state.all_rows(), result.non_finite.to(state.non_finite.device))
         return result.adversarial

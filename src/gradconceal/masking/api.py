@@ -9,12 +9,14 @@ from typing import Any, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from gradconceal.attacks.probe import check_num_classes, probe_model
 from gradconceal.masking.concealment import run_concealment_checks
 from gradconceal.masking.data import accepted_labels, default_data, load_audit_data
 from gradconceal.masking.localize import Localization, remedy_for
 from gradconceal.masking.result import NO_MASKING, AuditReport, CheckResult, decide_verdict
-from gradconceal.masking.target import DefenseArg, model_device, resolve_target
+from gradconceal.masking.target import AuditTarget, DefenseArg, model_device, resolve_target
 from gradconceal.errors import GradconcealError
+from gradconceal.preserve import preserved_model, preserved_rng
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,27 @@ def audit(
     (images, labels) pair; ``n`` images are used (all photos; 64 otherwise). ``quick`` runs only the
     concealment checks (a few forward/backward passes); the full audit adds the attack-based checks.
     ``eps`` is the Linf budget of the attacks, in [0, 1] pixels.
+
+    Before any check the model is probed once (``gradconceal.attacks.probe.probe_model``): an output that is
+    not (N, classes) logits, parameters of another dtype than the images, NaN/inf logits on the clean images
+    or too few classes for the labels end the audit with one line. The model's mode is kept; its buffers
+    and the global random generators are as they were when the audit returns.
     """
+    with preserved_rng():
+        return _audit(model, data, defense=defense, quick=quick, n=n, eps=eps, seed=seed, batch_size=batch_size)
+
+
+def _audit(
+    model: Union[str, nn.Module],
+    data: Any,
+    *,
+    defense: DefenseArg,
+    quick: bool,
+    n: Optional[int],
+    eps: float,
+    seed: int,
+    batch_size: Optional[int],
+) -> AuditReport:
     started = time.perf_counter()
     if not isinstance(quick, bool):
         raise GradconcealError(f"quick must be True or False, got {quick!r}")
@@ -58,9 +80,23 @@ def audit(
 
         model = load_model(model)
     target = resolve_target(model, defense, name=name, seed=seed)
-    if target.model.training:
+    if _has_training_layers(target.model):
         log.warning("the model is in training mode: dropout and batch statistics make its output random, "
                     "which the audit will report; call model.eval() to audit the deployed model")
+    with preserved_model(target.model):
+        return _run_checks(target, data, quick=quick, n=n, eps=eps, seed=seed, batch_size=batch_size,
+                           started=started)
+
+
+def _has_training_layers(model: nn.Module) -> bool:
+    """True when a layer whose output depends on the mode (batch norm, dropout) is in training mode."""
+    kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
+    return any(m.training for m in model.modules() if isinstance(m, kinds))
+
+
+def _run_checks(target: AuditTarget, data: Any, *, quick: bool, n: Optional[int], eps: float, seed: int,
+                batch_size: Optional[int], started: float) -> AuditReport:
+    """Everything after the model is resolved: data, the probe, the concealment and attack checks, the verdict."""
     if n is None:
         source = data if data is not None else default_data(target.model)
         n = None if source == "photos" else DEFAULT_IMAGES
@@ -75,11 +111,10 @@ def audit(
     if quick:
         images = images.head(quick_count)
     judge = target.reference if target.reference is not None else target.model
-    with torch.no_grad():
-        first_logits = judge(images.images[:quick_count])
-    classes = int(first_logits.shape[-1])
-    if int(images.labels.max()) >= classes:
-        raise GradconcealError(f"labels must be < {classes} (the model's number of classes), got {int(images.labels.max())}")
+    first_logits = probe_model(judge, images.images[:quick_count], model_name=target.name)
+    check_num_classes(first_logits, images.labels, target.name)
+    if target.reference is not None:  # the defence layers in front must keep the output finite logits too
+        probe_model(target.model, images.images[:quick_count], model_name=f"{target.name} + {target.defense}")
     with torch.no_grad():
         predictions = first_logits.argmax(dim=1).tolist()
         if len(images) > quick_count and images.label_sets is not None:

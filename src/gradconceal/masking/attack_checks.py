@@ -41,14 +41,27 @@ DEFAULT_BATCH = {"large": 16, "small": 128}
 
 @dataclass
 class Outcome:
-    """Per-image results of one attack (CPU tensors): clean correct, fooled, and the adversarial images."""
+    """Per-image results of one attack (CPU tensors): clean correct, fooled, the adversarial images, and
+    whether the model's logits or gradients were NaN/inf for the image during the attack."""
 
     clean_correct: Tensor
     fooled: Tensor
     adversarial: Tensor
+    non_finite: Optional[Tensor] = None
+
+    def __post_init__(self) -> None:
+        if self.non_finite is None:
+            self.non_finite = torch.zeros_like(self.fooled, dtype=torch.bool)
 
     @property
     def robust(self) -> Tensor:
+        """Correct, not fooled, and finite throughout: a NaN or inf never counts as robustness."""
+        return self.clean_correct & ~self.fooled & ~self.non_finite  # type: ignore[operator]
+
+    @property
+    def standing(self) -> Tensor:
+        """Correct and not fooled: the images the attack failed on (non-finite ones included), which the
+        diagnostic checks compare across attacks; the ``non_finite`` check names the non-finite ones."""
         return self.clean_correct & ~self.fooled
 
 
@@ -73,29 +86,33 @@ def run_attack_checks(
         return _run(make(budget), images, labels, seeds, batch, subset)
 
     checks: List[CheckResult] = []
+    outcomes: Dict[str, Outcome] = {}
     started = time.perf_counter()
     fgsm = attack(lambda e: FGSM(model, eps=e, seed=seed))
     pgd = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1))
     checks.append(_iterative_vs_single(fgsm, pgd, time.perf_counter() - started))
+    outcomes.update({"FGSM": fgsm, f"PGD-{PGD_STEPS}": pgd})
 
     started = time.perf_counter()
     sweep: Dict[float, Optional[Outcome]] = {eps: pgd}
     for budget in sorted({min(1.0, eps * factor) for factor in SWEEP_FACTORS} | {1.0}):
         if budget in sweep:
             continue
-        if budget < eps and not bool(pgd.robust.any()):
+        if budget < eps and not bool(pgd.standing.any()):
             sweep[budget] = None  # nothing stands at eps, so a smaller budget cannot break monotonicity
             continue
         sweep[budget] = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1),
                                budget=budget)
+        outcomes[f"PGD-{PGD_STEPS} at {fmt(budget * 255)}/255"] = sweep[budget]  # type: ignore[assignment]
     checks.append(_eps_sweep(sweep, time.perf_counter() - started))
 
-    standing = (pgd.robust & ~fgsm.fooled).nonzero().flatten()
+    standing = (pgd.standing & ~fgsm.fooled).nonzero().flatten()
     n_standing, n_correct = int(standing.numel()), int(pgd.clean_correct.sum())
 
     started = time.perf_counter()
     if n_standing:
         square = attack(lambda e: Square(model, eps=e, n_queries=SQUARE_QUERIES[size], seed=seed, check_every=1), standing)
+        outcomes["Square"] = square
         checks.append(_beats("black_box", "black-box (Square)", square, n_standing,
                              f"{SQUARE_QUERIES[size]} queries", time.perf_counter() - started))
     else:
@@ -107,6 +124,7 @@ def run_attack_checks(
                                   "no defence: the model is its own undefended version", severity=CONFIRMS))
     elif n_standing:
         transfer = attack(lambda e: Transfer(model, attack="pgd", eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1), standing)
+        outcomes["transfer"] = transfer
         checks.append(_beats("transfer", "transfer from undefended", transfer, n_standing,
                              "PGD on the undefended model", time.perf_counter() - started))
     else:
@@ -122,15 +140,18 @@ def run_attack_checks(
                                   severity=CONFIRMS))
     elif n_standing:
         adaptive = attack(lambda e: PGD(view, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1), standing)
+        outcomes["adaptive"] = adaptive
         checks.append(_beats("adaptive", "adaptive (BPDA/EOT)", adaptive, n_standing, f"PGD, {how}",
                              time.perf_counter() - started))
     else:
         checks.append(_nothing_standing("adaptive", "adaptive (BPDA/EOT)", n_correct))
 
     started = time.perf_counter()
-    noise_fooled, noise_loss = _random_noise(model, images, labels, standing, eps, NOISE_DRAWS[size], seed, batch)
+    noise_fooled, noise_loss, noise_non_finite = _random_noise(model, images, labels, standing, eps,
+                                                               NOISE_DRAWS[size], seed, batch)
     if n_standing:
-        noise = Outcome(torch.ones(n_standing, dtype=torch.bool), noise_fooled, images[standing].cpu())
+        noise = Outcome(torch.ones(n_standing, dtype=torch.bool), noise_fooled, images[standing].cpu(), noise_non_finite)
+        outcomes["random noise"] = noise
         checks.append(_beats("random_noise", "random noise baseline", noise, n_standing,
                              f"{NOISE_DRAWS[size]} sign-noise draws", time.perf_counter() - started))
     else:
@@ -138,6 +159,7 @@ def run_attack_checks(
 
     started = time.perf_counter()
     checks.append(_loss_progress(model, images, labels, pgd, standing, noise_loss, batch, time.perf_counter() - started))
+    checks.append(_non_finite(outcomes, images.shape[0]))
     return checks
 
 
@@ -154,6 +176,7 @@ def _run(attack: nn.Module, images: Tensor, labels: Tensor, seeds: Sequence[int]
         torch.cat([p.clean_correct for p in parts]),
         torch.cat([p.fooled for p in parts]),
         torch.cat([p.adversarial.detach().cpu() for p in parts]),
+        torch.cat([p.non_finite for p in parts]),  # type: ignore[misc]
     )
 
 
@@ -177,7 +200,7 @@ def _eps_sweep(sweep: Dict[float, Optional[Outcome]], seconds: float) -> CheckRe
     """Robustness must fall as eps grows and reach about 0 at the unbounded budget."""
     budgets = sorted(b for b, outcome in sweep.items() if outcome is not None)
     correct = int(sweep[budgets[-1]].clean_correct.sum())  # type: ignore[union-attr]
-    robust = [int(sweep[b].robust.sum()) for b in budgets]  # type: ignore[union-attr]
+    robust = [int(sweep[b].standing.sum()) for b in budgets]  # type: ignore[union-attr]
     skipped_budgets = sorted(b for b, outcome in sweep.items() if outcome is None)
     measured = {"eps": budgets, "robust": robust, "correct": correct, "not_run": skipped_budgets}
     summary = ", ".join(f"{fmt(b * 255)}/255: {r}" for b, r in zip(budgets, robust)) + f" (of {correct})"
@@ -218,9 +241,10 @@ def _nothing_standing(name: str, title: str, correct: int) -> CheckResult:
 
 def _random_noise(model: nn.Module, images: Tensor, labels: Tensor, rows: Tensor, eps: float, draws: int,
                   seed: int, batch: int):
-    """Per standing image: fooled by any of ``draws`` random +-eps sign perturbations; and its mean CE gain."""
+    """Per standing image: fooled by any of ``draws`` random +-eps sign perturbations (finite logits only), its
+    mean CE gain, and whether any draw gave NaN/inf logits."""
     if rows.numel() == 0:
-        return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0), torch.zeros(0, dtype=torch.bool)
     signs = []
     for i in rows.tolist():
         generator = torch.Generator().manual_seed(seed * 1_000_003 + i + 7)
@@ -232,9 +256,10 @@ def _random_noise(model: nn.Module, images: Tensor, labels: Tensor, rows: Tensor
         clean = torch.cat([F.cross_entropy(model(x[k:k + batch]), y[k:k + batch], reduction="none")
                            for k in range(0, x.shape[0], batch)])
         logits = torch.cat([model(noisy[k:k + batch]) for k in range(0, noisy.shape[0], batch)])
-    fooled = (logits.argmax(dim=1) != noisy_labels).view(-1, draws).any(dim=1)
+    finite = torch.isfinite(logits).all(dim=1)
+    fooled = ((logits.argmax(dim=1) != noisy_labels) & finite).view(-1, draws).any(dim=1)
     gain = F.cross_entropy(logits, noisy_labels, reduction="none").view(-1, draws).mean(dim=1) - clean
-    return fooled.cpu(), gain.cpu()
+    return fooled.cpu(), gain.cpu(), (~finite).view(-1, draws).any(dim=1).cpu()
 
 
 def _loss_progress(model: nn.Module, images: Tensor, labels: Tensor, pgd: Outcome, rows: Tensor,
@@ -265,3 +290,19 @@ def _loss_progress(model: nn.Module, images: Tensor, labels: Tensor, pgd: Outcom
                            seconds=seconds)
     return CheckResult("loss_progress", title, PASS, measured, summary, threshold,
                        "the attack climbs the loss faster than noise does", seconds=seconds)
+
+
+def _non_finite(outcomes: Dict[str, Outcome], count: int) -> CheckResult:
+    """Flag when the model's logits, loss or input gradient were NaN or infinite for any image during an attack."""
+    title = "non-finite logits or gradients"
+    threshold = "no NaN or inf logit, loss or input gradient during any attack"
+    per_attack = {name: int(o.non_finite.sum()) for name, o in outcomes.items()}  # type: ignore[union-attr]
+    seen = {name: n for name, n in per_attack.items() if n}
+    measured = {"images": count, "non_finite": seen}
+    if not seen:
+        return CheckResult("non_finite", title, PASS, measured, f"none in {len(outcomes)} attacks", threshold,
+                           "every logit and gradient the attacks saw was finite")
+    summary = ", ".join(f"{name} {n}" for name, n in seen.items()) + " images"
+    return CheckResult("non_finite", title, FLAG, measured, summary, threshold,
+                       "the model gives NaN or infinite logits or gradients under attack: gradient attacks get no "
+                       "direction there, and those images are not counted robust")

@@ -42,7 +42,10 @@ def check_gradient_norm(grad: Tensor, reference: Optional[Tensor] = None) -> Che
     low, high = PLAUSIBLE_PER_GREY_LEVEL
     measured = {"per_grey_level": value, "finite_share": float(torch.isfinite(per_level).double().mean())}
     summary = f"{_fmt(value)} per grey level"
-    problems = []
+    broken = int((~torch.isfinite(per_level)).sum())
+    if broken:
+        summary += f", NaN or inf on {broken} of {per_level.numel()} images"
+    problems = ["not finite"] if broken else []
     if not math.isfinite(value) or value > high:
         problems.append("explodes")
     elif value < low:
@@ -57,7 +60,10 @@ def check_gradient_norm(grad: Tensor, reference: Optional[Tensor] = None) -> Che
             problems.append("explodes" if not math.isfinite(ratio) or ratio > hi else "vanishes")
     threshold = f"||grad||_1/255 in [{low:g}, {high:g}]" + (
         f"; ratio to undefended in [{NORM_RATIO_RANGE[0]:g}, {NORM_RATIO_RANGE[1]:g}]" if reference is not None else "")
-    if "explodes" in problems:
+    if broken:
+        meaning = ("the input gradient is NaN or infinite: gradient attacks get no direction from it, and an "
+                   "attack that stalls there has not shown robustness")
+    elif "explodes" in problems:
         meaning = "the gradient promises logit changes per grey level that no forward pass shows: it is not the model's slope"
     elif "vanishes" in problems:
         meaning = "the gradient is (nearly) zero: gradient attacks see a flat loss where the model is not flat"
