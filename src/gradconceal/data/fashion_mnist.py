@@ -17,6 +17,7 @@ import torch
 
 from gradconceal.data.base import TensorImageDataset
 from gradconceal.data.classes import FASHION_MNIST_CLASSES
+from gradconceal.data.files import open_regular, special_file_kind
 from gradconceal.errors import GradconcealError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,13 @@ def _find_files(folder: Optional[Path], split: str) -> Optional[Tuple[Path, Path
 
 
 def _first_existing(root: Path, stem: str) -> Optional[Path]:
+    """``root/stem`` or ``root/stem.gz``, whichever is a file; one that is there but is no regular file is refused."""
     for candidate in (root / stem, root / f"{stem}.gz"):
+        kind = special_file_kind(candidate)
+        if kind not in (None, "a folder"):
+            raise GradconcealError(
+                f"Fashion-MNIST file {candidate} is {kind}, not a regular file; put the IDX file itself there"
+            )
         if candidate.is_file():
             return candidate
     return None
@@ -89,7 +96,7 @@ def _first_existing(root: Path, stem: str) -> Optional[Path]:
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """Read an unsigned-byte IDX file (gzipped or not) with the expected ``magic``; raise naming the file if broken."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "IDX file", "give the IDX file itself") as handle:
             raw = handle.read()
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)

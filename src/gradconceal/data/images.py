@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision import transforms
 
+from gradconceal.data.files import open_regular
 from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)
@@ -24,14 +25,23 @@ _INTERPOLATIONS = {
 
 
 def open_rgb(path: Union[str, Path]) -> Image.Image:
-    """Decode ``path`` fully into an 8-bit RGB PIL image; raise GradconcealError naming the file if it cannot be."""
+    """Decode ``path`` fully into an 8-bit RGB PIL image; raise GradconcealError naming the file if it cannot be.
+
+    Only a regular file is read: a named pipe or a device with an image's name is refused, never waited on.
+    """
     path = Path(path)
+    try:
+        handle = open_regular(path, "image", "only regular files are read as images")
+    except FileNotFoundError:
+        raise GradconcealError(f"image file not found: {path}") from None
+    except OSError as error:
+        raise GradconcealError(f"cannot read image {path}: {error.strerror or error}") from None
     try:
         # Pillow warns about damage it can read past (bad EXIF tags, ...): logged with the file's name instead,
         # and dropped when the file cannot be read at all (the error says so).
-        with warnings.catch_warnings(record=True) as caught:
+        with handle, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with Image.open(path) as image:
+            with Image.open(handle) as image:
                 image.load()
                 rgb = to_rgb(image)
                 rgb = rgb.copy() if rgb is image else rgb
@@ -40,8 +50,6 @@ def open_rgb(path: Union[str, Path]) -> Image.Image:
         return rgb
     except GradconcealError as error:
         raise GradconcealError(f"cannot read image {path}: {error}") from None
-    except FileNotFoundError:
-        raise GradconcealError(f"image file not found: {path}") from None
     except UnidentifiedImageError:
         raise GradconcealError(f"cannot read image {path}: not an image file, or empty") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:

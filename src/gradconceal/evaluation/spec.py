@@ -302,14 +302,14 @@ def read_spec_file(path: Path) -> Dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        if what == "it is UTF-16 text":
-            raise GradconcealError(f"cannot read spec file {path}: {error}; it is UTF-16 text: save it as UTF-8") from None
+        if what in ("it is UTF-16 text", "it is UTF-32 text"):
+            raise GradconcealError(f"cannot read spec file {path}: {error}; {what}: save it as UTF-8") from None
         if what is not None and what.startswith("it is") or b"\x00" in raw[:4096]:
             raise GradconcealError(f"spec file {path} is not a TOML or JSON spec; {what or 'it is a binary file'}") from None
         raise GradconcealError(f"cannot read spec file {path}: {error}; save it as UTF-8") from None
     if "\x00" in text:
-        if what == "it is UTF-16 text":
-            raise GradconcealError(f"cannot read spec file {path}: it is UTF-16 text: save it as UTF-8")
+        if what in ("it is UTF-16 text", "it is UTF-32 text"):
+            raise GradconcealError(f"cannot read spec file {path}: {what}: save it as UTF-8")
         raise GradconcealError(f"spec file {path} is not a TOML or JSON spec; {what or 'it is a binary file'}")
     foreign = what is not None and what.startswith(("it starts like an HTML page", "it is a Git LFS pointer",
                                                     "it holds XML"))

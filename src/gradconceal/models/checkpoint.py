@@ -10,13 +10,15 @@ import json
 import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, BinaryIO, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from gradconceal.data.files import HEAD_BYTES, PICKLE, describe_content, open_regular, special_file_kind
 from gradconceal.errors import GradconcealError
 from gradconceal.models.pixel import PixelModel
 
@@ -73,10 +75,20 @@ def default_file_mode() -> int:
 
 
 def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """Return (state_dict, metadata) of a gradconceal ``.safetensors`` checkpoint, metadata JSON-decoded."""
+    """Return (state_dict, metadata) of a gradconceal ``.safetensors`` checkpoint, metadata JSON-decoded.
+
+    A file that is not one is named by what it is (``not_a_checkpoint``): an HTML page saved by a failed
+    download, an empty or truncated file, a torch.save zip, text, JSON; a named pipe or device is never read.
+    """
     path = Path(path)
     if not path.is_file():
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise GradconcealError(f"checkpoint {path} is {kind}, not a regular file; give the .safetensors file itself")
         raise GradconcealError(f"checkpoint not found: {path}")
+    problem = not_a_checkpoint(path)
+    if problem is not None:
+        raise GradconcealError(f"cannot read checkpoint {path}: {problem}")
     try:
         tensors = load_file(str(path))
         with open(path, "rb") as handle:
@@ -104,6 +116,91 @@ def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Di
 
 
 _JSON_KEYS = ("mean", "std", "input_size", "class_names", "extra")
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+_LARGEST_HEADER = 100_000_000  # safetensors' own limit on the JSON header
+_WEIGHTS_ADVICE = "give the weights file itself"
+
+
+def not_a_checkpoint(path: Union[str, Path]) -> Optional[str]:
+    """Why the file at ``path`` cannot be a weights file of the kind its suffix names, judged from its bytes.
+
+    For ``.safetensors``: empty, cut short (its header describes more bytes than the file has), a torch.save
+    file, or something else entirely (``describe_content``: an HTML page, a Git LFS pointer, text, JSON). For
+    ``.pt``/``.pth``/``.bin``/``.ckpt``: empty, a zip archive without a PyTorch checkpoint in it, a safetensors
+    file, or something else entirely. Returns the phrase for the error ('not a checkpoint; it starts like an
+    HTML page (a failed download?): download it again'), or None when the file may be one (its loader decides).
+    A named pipe or a device raises ``GradconcealError`` instead of being read.
+    """
+    path = Path(path)
+    try:
+        with open_regular(path, "checkpoint", "give the weights file itself") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            head = handle.read(HEAD_BYTES)
+            if size == 0:
+                return "it is empty (0 bytes): save or download it again"
+            if path.suffix.lower() == ".safetensors":
+                return _safetensors_problem(handle, head, size)
+            if path.suffix.lower() in _TORCH_SUFFIXES:
+                return _torch_file_problem(handle, head, size)
+    except OSError:
+        return None  # missing or unreadable: the loader says so
+    return None
+
+
+def _safetensors_problem(handle: BinaryIO, head: bytes, size: int) -> Optional[str]:
+    """``not_a_checkpoint`` for a file named ``.safetensors``: 8 bytes of header length, a JSON header, the data."""
+    length = int.from_bytes(head[:8], "little") if size >= 8 else 0
+    if size < 10 or head[8:9] != b"{":
+        if _is_torch_zip(handle, head) or describe_content(head) == PICKLE:
+            return "it is a torch.save file, not a safetensors file: name it .pt and load it with its architecture, load_model('ARCH', weights=PATH)"
+        what = describe_content(head, _WEIGHTS_ADVICE)
+        return f"not a checkpoint; {what}" if what is not None else None
+    if length > size - 8:
+        return (f"its header claims {length} bytes, but the file has {size - 8} after the header's length "
+                "(truncated, or not a safetensors file): copy or download it again")
+    if length > _LARGEST_HEADER:
+        return None
+    handle.seek(8)
+    try:
+        header = json.loads(handle.read(length))
+        end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"),
+                  default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return None  # a damaged header: safetensors names what is wrong with it
+    if size < 8 + length + end:
+        return (f"it is truncated: its header describes {8 + length + end} bytes, the file has {size}: "
+                "copy or download it again")
+    return None
+
+
+def _torch_file_problem(handle: BinaryIO, head: bytes, size: int) -> Optional[str]:
+    """``not_a_checkpoint`` for a file named like a torch.save file (a zip archive, or a legacy pickle)."""
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            names = zipfile.ZipFile(handle).namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return None  # cut short or damaged: torch names what it could not find
+        if any(name == "data.pkl" or name.endswith("/data.pkl") for name in names):
+            return None
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        return f"not a checkpoint; it is a zip archive without a PyTorch checkpoint in it (it holds {shown or 'nothing'})"
+    if describe_content(head) == PICKLE:
+        return None  # the legacy torch.save format; torch.load(weights_only=True) reads it safely
+    if size >= 10 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "it is a safetensors file, not a torch.save file: name it .safetensors"
+    what = describe_content(head, _WEIGHTS_ADVICE)
+    return f"not a checkpoint; {what}" if what is not None else None
+
+
+def _is_torch_zip(handle: BinaryIO, head: bytes) -> bool:
+    """Whether the file is a torch.save zip archive (one holding ``data.pkl``)."""
+    if not head.startswith(b"PK\x03\x04"):
+        return False
+    try:
+        handle.seek(0)
+        return any(name.endswith("data.pkl") for name in zipfile.ZipFile(handle).namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def _check_metadata(metadata: Dict[str, Any], path: Path) -> None:
