@@ -549,8 +549,6 @@ def test_evaluate_with_an_in_memory_model_and_fgsm_leaves_the_global_rng_as_foun
     assert _rng_same(before)
 
 
-@pytest.mark.xfail(strict=True, reason="evaluate() must wrap its run in gradconceal.preserve.preserved_rng(); "
-                   "load_model draws initial weights from the global RNG (remove this marker once wired)")
 def test_evaluate_with_a_zoo_model_leaves_the_global_rng_as_found(tmp_path):
     from gradconceal.evaluation.api import evaluate
 
@@ -562,3 +560,93 @@ def test_evaluate_with_a_zoo_model_leaves_the_global_rng_as_found(tmp_path):
     before = _rng_states()
     evaluate(spec, tmp_path, quiet=True, plots=False)
     assert _rng_same(before)
+
+
+# -- the same kinds through evaluate(): refused before the clean pass, or recorded and counted apart --------
+def _evaluate_mine(tmp_path, model, **extra):
+    from gradconceal.evaluation.api import evaluate
+
+    spec = {"models": ["mine"], "defenses": ["none"], "data": {"source": "fashion-mnist", "n": 8},
+            "attacks": [{"label": "FGSM", "attack": "fgsm", "eps": "8/255"}], "device": "cpu", "audit": False,
+            "gallery": 0, **extra}
+    return evaluate(spec, tmp_path / "out", quiet=True, plots=False, models={"mine": model})
+
+
+def _fmnist_model():
+    from gradconceal.data import load_dataset
+    from gradconceal.models.zoo import load_model
+
+    try:
+        load_dataset("fashion-mnist", limit=1)
+    except GradconcealError as error:
+        pytest.skip(f"Fashion-MNIST not available: {error}")
+    return load_model("fmnist-cnn")
+
+
+@pytest.mark.parametrize("break_it, message", [
+    (lambda m: [p.data.fill_(float("nan")) for p in m.parameters()][:0], r"model 'mine'.*(NaN|inf)"),
+    (lambda m: None, r"model 'mine' has 4 classes|fewer|4 class"),
+])
+def test_evaluate_refuses_a_broken_model_before_the_clean_pass(tmp_path, break_it, message):
+    model = _fmnist_model()
+    if break_it(model) is None and "class" in message:
+        model = nn.Sequential(model, nn.Linear(10, 4))  # a 4-logit model on 10-class data
+    with pytest.raises(GradconcealError, match=message):
+        _evaluate_mine(tmp_path, model)
+    assert not (tmp_path / "out" / "records.jsonl").exists() or not (tmp_path / "out" / "records.jsonl").read_bytes()
+
+
+@pytest.mark.parametrize("wrap, message", [
+    (lambda m: _Returns(m, lambda y: (y, y)), "tuple"),
+    (lambda m: m.half(), "float16"),
+])
+def test_evaluate_gives_one_line_for_outputs_and_dtypes_it_cannot_score(tmp_path, wrap, message):
+    with pytest.raises(GradconcealError, match=message):
+        _evaluate_mine(tmp_path, wrap(_fmnist_model()))
+
+
+class _Returns(nn.Module):
+    def __init__(self, model: nn.Module, how) -> None:
+        super().__init__()
+        self.model, self.how = model, how
+
+    def forward(self, x):
+        return self.how(self.model(x))
+
+
+class _NanAwayFromClean(nn.Module):
+    """Finite on the clean images, NaN logits once an input moves away from them (as a broken layer might)."""
+
+    def __init__(self, model: nn.Module, clean: torch.Tensor) -> None:
+        super().__init__()
+        self.model, self.clean = model, clean
+
+    def forward(self, x):
+        logits = self.model(x)
+        moved = (x.flatten(1)[:, None, :] - self.clean.flatten(1)[None]).abs().amax(dim=2).amin(dim=1) > 1e-6
+        return torch.where(moved[:, None], torch.full_like(logits, float("nan")), logits)
+
+
+def test_evaluate_records_non_finite_attacks_apart_and_never_as_robust(tmp_path):
+    from gradconceal.data import load_dataset
+    from gradconceal.evaluation.store import RecordStore
+
+    model = _fmnist_model()
+    data = load_dataset("fashion-mnist", limit=8)
+    clean = torch.stack([data[i][0] for i in range(8)])
+    results = _evaluate_mine(tmp_path, _NanAwayFromClean(model, clean))
+    metrics = results.row("mine", "vanilla").attacks["FGSM"]
+    assert metrics.non_finite == metrics.attacked > 0 and metrics.ar.k == 0
+    records = [r for r in RecordStore(tmp_path / "out").load().values() if r.attack == "FGSM" and r.attacked]
+    assert records and all(r.non_finite and not r.correct for r in records)
+    assert "Non-finite outputs" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_evaluate_leaves_batch_norm_statistics_and_modes_as_found(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    model.train()
+    model[1].eval()  # a frozen batch norm inside a model in training mode
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _evaluate_mine(tmp_path, model)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and not model[1].training and model[0].training

@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from torch import nn
 
 from gradconceal._version import __version__
+from gradconceal.preserve import preserved_rng
 from gradconceal.defenses.build import resize_pad_min_size
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.artifacts import adversarial_path, gallery_name
@@ -86,7 +87,8 @@ def evaluate(
     started = time.perf_counter()
     runner = Runner(spec, out, quiet=quiet, models=models, recompute=recompute)
     try:
-        return _evaluate(runner, spec, out, original, spec_or_path, started, plots, extra_info)
+        with preserved_rng():  # the caller's global generators (torch, numpy, random) are left as found
+            return _evaluate(runner, spec, out, original, spec_or_path, started, plots, extra_info)
     finally:
         runner.restore_user_models()
 

@@ -79,6 +79,7 @@ class AttackMetrics:
     changed_by_rounding: Optional[int]  # outcomes that flip when the adversarial is rounded to 8-bit pixels
     ar_8bit: Optional[Rate]
     fooled_disagreements: int  # the attack's own 'fooled' differs from the re-scored prediction
+    non_finite: int = 0  # images with NaN or inf logits, loss or gradients (counted as not robust)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -93,6 +94,7 @@ class AttackMetrics:
             "changed_by_8bit_rounding": self.changed_by_rounding,
             "ar_8bit": self.ar_8bit.to_dict() if self.ar_8bit else None,
             "fooled_disagreements": self.fooled_disagreements,
+            "non_finite": self.non_finite,
         }
 
 
@@ -142,7 +144,8 @@ def attack_metrics(plan: AttackPlan, records: Sequence[AttackRecord], n_images: 
     if rounded:
         kept = sum(1 for r in clean_correct if (r.correct_8bit if r.correct_8bit is not None else r.correct))
         ar_8bit = Rate(kept, len(clean_correct))
-    disagreements = sum(1 for r in attacked if r.fooled is not None and bool(r.fooled) == bool(r.correct))
+    disagreements = sum(1 for r in attacked if r.fooled is not None and not r.non_finite
+                        and bool(r.fooled) == bool(r.correct))
     return AttackMetrics(
         attack=plan.label,
         group=plan.group,
@@ -155,6 +158,7 @@ def attack_metrics(plan: AttackPlan, records: Sequence[AttackRecord], n_images: 
         changed_by_rounding=changed,
         ar_8bit=ar_8bit,
         fooled_disagreements=disagreements,
+        non_finite=sum(1 for r in attacked if r.non_finite),
     )
 
 

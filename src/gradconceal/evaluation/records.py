@@ -56,7 +56,9 @@ class AttackRecord:
 
     ``correct`` is the defended model's decision on the adversarial image (False for a skipped image);
     ``fooled`` the attack's own success flag, ``norm`` the perturbation size in [0, 1] pixel units,
-    ``*_8bit`` the decision after rounding the image to 8-bit pixels (None when not attacked).
+    ``*_8bit`` the decision after rounding the image to 8-bit pixels (None when not attacked); ``non_finite``
+    that the model gave NaN or infinite logits, loss or gradients for this image during the attack or on its
+    result (then ``correct`` is False: a broken computation is never robustness).
     """
 
     model: str
@@ -76,6 +78,7 @@ class AttackRecord:
     adv_pred_8bit: Optional[int] = None
     correct_8bit: Optional[bool] = None
     image: Optional[str] = None  # fingerprint of the image and its labels (None in folders made before it existed)
+    non_finite: bool = False  # NaN or inf logits, loss or gradient for this image: never counted as robust
 
     @property
     def key(self) -> Key:

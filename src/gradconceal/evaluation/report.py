@@ -127,6 +127,12 @@ def markdown_report(results: Results) -> str:
         "needs a concealment layer, EOT a random layer); there it would repeat the plain attack."
     )
     parts += ["", markdown_table(results.plans, results.rows, results.info), ""]
+    broken = [f"{row.model}/{row.defense} under {label}: {m.non_finite}" for row in results.rows
+              for label, m in row.attacks.items() if m is not None and m.non_finite]
+    if broken:
+        parts += ["**Non-finite outputs.** The model gave NaN or infinite logits, loss or input gradients for these "
+                  "images during the attack or on its result; they count as not robust (a broken computation is "
+                  "never robustness), and such a model's numbers say little: " + "; ".join(broken) + ".", ""]
     parts += ["## Robust accuracy over all images (the RobustBench / AutoAttack convention)", ""]
     parts.append("Each cell: robust accuracy % [95 % Wilson interval] over all n images; a misclassified clean "
                  "image counts as not robust.")

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gradconceal.attacks.plan import AttackPlan
+from gradconceal.attacks.probe import probe_model
 from gradconceal.defenses import DefendedModel
 from gradconceal.defenses.randomization import seeded_randomness
 from gradconceal.errors import GradconcealError
@@ -104,8 +105,14 @@ class Runner:
         self.n_images = min(available, self.spec.data.n or available)
         self.image_size = tuple(int(v) for v in self.dataset.image_size)
         self.plans = plan_attacks(self.spec, self.image_size)
-        for entry in self.spec.models:  # each model once, to fingerprint its weights before anything runs
-            self.weights[entry.label] = weights_fingerprint(self._load_model(entry))
+        first = list(range(min(self.n_images, self.spec.batch_size)))
+        for entry in self.spec.models:  # each model once, before anything runs: its weights' fingerprint, and a
+            model = self._load_model(entry)  # forward that refuses a model whose output cannot be scored
+            self.weights[entry.label] = weights_fingerprint(model)
+            with self._autocast():
+                probe_model(model, self._images(first), model_name=entry.label,
+                            num_labels=max(getattr(self.dataset, "num_classes", 0), 1 + max(
+                                max(self._accepted(i)) for i in range(self.n_images))))
         self.jobs = plan_jobs(self.spec, self.plans, self.weights, tuple(self.user_models))
         for defense in self.spec.defenses:
             if defense.random:
@@ -225,11 +232,12 @@ class Runner:
         """Note a caller's model's mode, device, dtype and requires_grad flags, to give it back unchanged."""
         first = next(iter(model.parameters()), None)
         flags = [(p, p.requires_grad) for p in model.parameters()]
-        training = model.training
+        modes = [(m, m.training) for m in model.modules()]  # each layer's own (frozen batch norm stays frozen)
         place = (first.device, first.dtype) if first is not None else None
 
         def restore() -> None:
-            model.train(training)
+            for module, training in modes:
+                module.training = training
             if place is not None:
                 model.to(*place)
             for parameter, flag in flags:
@@ -258,9 +266,11 @@ class Runner:
             return sorted(int(v) for v in label_sets[index])
         return [int(self.dataset.targets[index])]
 
-    def _predict(self, model: nn.Module, images: Tensor, seeds: Sequence[int]) -> List[int]:
+    def _predict(self, model: nn.Module, images: Tensor, seeds: Sequence[int]) -> Tuple[List[int], List[bool]]:
+        """Predicted classes and, per image, whether every logit was finite (a NaN would win the argmax)."""
         with torch.no_grad(), seeded_randomness(model, seeds), self._autocast():
-            return model(images).argmax(dim=1).tolist()
+            logits = model(images)
+        return logits.argmax(dim=1).tolist(), torch.isfinite(logits).all(dim=1).tolist()
 
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -281,7 +291,11 @@ class Runner:
         with self._bar(len(todo), f"{model}/{defense} clean") as bar:
             for start in range(0, len(todo), self.spec.batch_size):
                 batch = todo[start:start + self.spec.batch_size]
-                preds = self._predict(defended, self._images(batch), sample_seeds(self.spec.seed, batch))
+                preds, finite = self._predict(defended, self._images(batch), sample_seeds(self.spec.seed, batch))
+                if not all(finite):
+                    index = batch[finite.index(False)]
+                    raise GradconcealError(f"model {model!r} with defence {defense!r} gives NaN or infinite logits on "
+                                           f"clean image {index}: it has no accuracy to report (check its weights)")
                 records = []
                 for index, pred in zip(batch, preds):
                     accepted = self._accepted(index)
@@ -348,19 +362,21 @@ class Runner:
                 with self._autocast(), seeded_randomness(defended, seeds):
                     result = attack.perturb(images, labels, sample_seeds=seeds)
                 adversarial = result.adversarial.detach()
-                preds = self._predict(defended, adversarial, seeds)
-                preds_8bit = self._predict(defended, round_to_8bit(adversarial).to(adversarial.dtype), seeds)
+                preds, finite = self._predict(defended, adversarial, seeds)
+                preds_8bit, finite_8bit = self._predict(defended, round_to_8bit(adversarial).to(adversarial.dtype), seeds)
+                non_finite = [bool(result.non_finite[j]) or not finite[j] for j in range(len(batch))]
                 records = []
                 for j, index in enumerate(batch):
                     accepted = clean[index].accepted
-                    correct = int(preds[j]) in accepted
+                    correct = int(preds[j]) in accepted and not non_finite[j]  # a NaN is never robustness
                     records.append(AttackRecord(
                         model=model, defense=defense, attack=plan.label, index=index, job=job.key,
                         label=clean[index].label, clean_correct=True, status="attacked", correct=correct,
                         adv_pred=int(preds[j]), fooled=bool(result.fooled[j]), norm=float(result.norms[j]),
                         grad_evals=int(result.grad_evals[j]), forward_evals=int(result.forward_evals[j]),
-                        adv_pred_8bit=int(preds_8bit[j]), correct_8bit=int(preds_8bit[j]) in accepted,
-                        image=self.image_id(index),
+                        adv_pred_8bit=int(preds_8bit[j]),
+                        correct_8bit=int(preds_8bit[j]) in accepted and finite_8bit[j] and not non_finite[j],
+                        image=self.image_id(index), non_finite=non_finite[j],
                     ))
                     if not correct:
                         broken[index] = True
