@@ -210,7 +210,7 @@ def test_weights_for_another_architecture_in_the_python_api(checkpoints: Path) -
     ("huge-header.safetensors", None, r"cannot read checkpoint .*huge-header.safetensors"),
     ("truncated.pt", "small:cnn", r"cannot load weights .*truncated.pt with torch.load\(weights_only=True\): "
                                   r"PytorchStreamReader failed reading zip archive: failed finding central directory; "),
-    ("empty.pt", "small:cnn", r"cannot load weights .*empty.pt with torch.load\(weights_only=True\): EOFError"),
+    ("empty.pt", "small:cnn", r"cannot load weights .*empty.pt: it is empty \(0 bytes\)"),
 ])
 def test_truncated_or_empty_checkpoint(checkpoints: Path, name: str, weights_of, message: str) -> None:
     path = str(checkpoints / name)

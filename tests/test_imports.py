@@ -14,7 +14,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 # A package imports only packages of lower layers (layer 0 also its own layer); modules of one package may
 # import each other, without cycles.
 LAYERS: Dict[str, int] = {
-    "errors": 0, "_version": 0, "_validate": 0, "facts": 0, "folders": 0, "preserve": 0,
+    "errors": 0, "_version": 0, "_validate": 0, "facts": 0, "folders": 0, "preserve": 0, "files": 0,
     "defenses": 1, "data": 1,
     "models": 2,
     "attacks": 3,

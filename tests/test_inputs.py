@@ -26,7 +26,7 @@ from PIL import Image
 
 from gradconceal.cli import main
 from gradconceal.data import load_dataset, open_rgb
-from gradconceal.data.files import describe_content
+from gradconceal.files import describe_content
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.plan import plan_attacks
 from gradconceal.evaluation.spec import load_spec, read_spec_file
@@ -347,7 +347,6 @@ def test_real_torch_weights_files_are_not_called_something_else(tmp_path: Path) 
     assert not_a_checkpoint(tmp_path / "legacy.pt") is None
 
 
-@pytest.mark.xfail(strict=True, reason="needs models/zoo.py _read_any to call not_a_checkpoint before torch.load")
 def test_the_issue_html_page_saved_as_pth_is_not_called_a_pickle(tmp_path: Path) -> None:
     page = tmp_path / "resnet.pth"
     page.write_bytes(HTML)

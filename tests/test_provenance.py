@@ -256,3 +256,30 @@ def test_rows_whose_gallery_files_would_collide_are_refused(tmp_path: Path) -> N
                      extra_models=("mine", "mine_x"))
     with pytest.raises(GradconcealError, match=r"row labels 'mine/x_y' and 'mine_x/y' would share the file name"):
         plan_attacks(spec, (1, 8, 8))
+
+
+@pytest.mark.parametrize("name", ["records.jsonl", "records.jsonl.gz", "results.json", "provenance.json"])
+def test_special_files_in_an_owned_folder_never_hang_a_run(tmp_path: Path, name: str) -> None:
+    import os
+    import signal
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MARKER_FILE).write_text("")
+    os.mkfifo(out / name)
+
+    def timeout(*args: Any) -> None:
+        raise AssertionError(f"a named pipe called {name} hung the run")
+
+    signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(60)
+    try:
+        spec = _spec({"source": "digits", "n": 2}, models=["mine"])
+        model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+        if name.startswith("records"):
+            with pytest.raises(GradconcealError, match=f"{name} is a named pipe, not a regular file"):
+                evaluate(spec, out, quiet=True, plots=False, models={"mine": model})
+        else:  # not ours to read: ignored, and the report replaces it
+            evaluate(spec, out, quiet=True, plots=False, models={"mine": model})
+    finally:
+        signal.alarm(0)

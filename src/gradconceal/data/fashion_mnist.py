@@ -17,7 +17,7 @@ import torch
 
 from gradconceal.data.base import TensorImageDataset
 from gradconceal.data.classes import FASHION_MNIST_CLASSES
-from gradconceal.data.files import open_regular, special_file_kind
+from gradconceal.files import open_regular, special_file_kind
 from gradconceal.errors import GradconcealError
 
 logger = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from gradconceal.data.base import FileImageDataset
 from gradconceal.data.classes import imagenet_class_names, imagenet_synset_index, imagenet_synsets
-from gradconceal.data.files import open_regular, special_file_kind
+from gradconceal.files import open_regular, special_file_kind
 from gradconceal.data.images import center_crop_transform
 from gradconceal.errors import GradconcealError, suggest
 

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torchvision import transforms
 
-from gradconceal.data.files import open_regular
+from gradconceal.files import open_regular
 from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 from gradconceal._validate import resolve_path
-from gradconceal.data.files import special_file_kind
+from gradconceal.files import special_file_kind
 from gradconceal.errors import GradconcealError, suggest
 
 __all__ = ["KINDS", "SINGLE_SET_KINDS", "SPLITS", "DataSource", "check_data_source", "parse_data_source"]
@@ -50,6 +50,10 @@ class DataSource:
         source = self.to_string()
         if self.folder is not None and not Path(self.folder).is_dir() and not (download and self.kind == "fashion-mnist"):
             what = "ImageNet folder" if self.kind == "imagenet" else "folder"
+            kind = "a regular file" if Path(self.folder).is_file() else special_file_kind(self.folder)
+            if kind is not None:
+                raise GradconcealError(f"data source {source!r}: {self.folder} is {kind}, not a folder; give the "
+                                       f"{what} that holds the images")
             raise GradconcealError(f"data source {source!r}: {what} not found: {self.folder}")
         if self.labels is not None and not Path(self.labels).is_file():
             kind = special_file_kind(self.labels)  # a named pipe would block the read: named, never opened

@@ -72,8 +72,11 @@ def code_provenance() -> Dict[str, Any]:
 
 def read_job_configs(out_dir: Path) -> Dict[str, Any]:
     """The job configurations (key -> config) recorded in a folder, empty when it has none."""
+    path = Path(out_dir) / PROVENANCE_FILE
+    if not path.is_file():  # missing, or not a regular file (a named pipe would block the read)
+        return {}
     try:
-        data = json.loads((Path(out_dir) / PROVENANCE_FILE).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     jobs = data.get("jobs") if isinstance(data, dict) else None

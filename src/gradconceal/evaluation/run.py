@@ -174,6 +174,8 @@ class Runner:
         """Per-job attack seconds in the earlier ``results.json`` here, for this run's jobs whose attack has the
         same configuration (their records are the ones being resumed, so their cost carries over)."""
         current = {plan.label: plan.config() for plan in self.plans}
+        if not (self.out_dir / "results.json").is_file():
+            return {}
         try:
             earlier = json.loads((self.out_dir / "results.json").read_text(encoding="utf-8"))
             same = [entry["label"] for entry in earlier.get("attacks", []) if entry.get("label") in current

@@ -274,7 +274,7 @@ def read_spec_file(path: Path) -> Dict[str, Any]:
     """
     import logging
 
-    from gradconceal.data.files import describe_content, open_regular
+    from gradconceal.files import describe_content, open_regular
 
     def parses(parse: Any, text: str) -> bool:  # json.loads or tomllib.loads; their errors are ValueErrors
         try:
@@ -436,7 +436,9 @@ def _parse_models(value: Any, base_dir: Path, extra_models: Sequence[str]) -> Li
         if weights is not None:
             weights = _resolve_path(_str(weights, f"models[{i}].weights"), base_dir)
             if not Path(weights).is_file():
-                raise GradconcealError(f"models[{i}].weights: file not found: {weights}")
+                kind = special_file_kind(weights)
+                raise GradconcealError(f"models[{i}].weights: {weights} is {kind}, not a regular file" if kind else
+                                       f"models[{i}].weights: file not found: {weights}")
         if name not in extra_models:
             name = check_model_name(name, base_dir, weights)
         label = _str(item.get("label", default_model_label(name)), f"models[{i}].label")

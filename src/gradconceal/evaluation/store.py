@@ -19,6 +19,7 @@ from typing import Dict, Iterable, Iterator, List, Optional
 
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.records import Key, Record, record_from_dict, record_key
+from gradconceal.files import open_regular, special_file_kind
 from gradconceal.folders import atomic_path
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,10 @@ def unpack_archive(out_dir: Path) -> int:
     import shutil
 
     archive, target = Path(out_dir) / ARCHIVE_FILE, Path(out_dir) / RECORDS_FILE
+    for path in (archive, target):
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise GradconcealError(f"{path} is {kind}, not a regular file; remove it from the output folder")
     if target.exists() or not archive.exists():
         return 0
     try:
@@ -82,9 +87,10 @@ def _repair_tail(path: Path) -> int:
 
 
 def read_records(path: Path) -> Iterator[Record]:
-    """Yield the intact records of one file; a torn or unreadable line is skipped with a warning."""
+    """Yield the intact records of one file; a torn or unreadable line is skipped with a warning. A records file
+    that is not a regular file (a named pipe would block the read) is refused."""
     try:
-        handle = open(path, "rb")
+        handle = open_regular(path, "records file", "remove it from the output folder")
     except OSError as error:
         raise GradconcealError(f"cannot read records file {path}: {error}") from None
     with handle:

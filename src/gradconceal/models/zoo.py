@@ -20,6 +20,8 @@ import torch
 from torch import Tensor, nn
 
 from gradconceal.errors import GradconcealError, suggest
+from gradconceal.files import special_file_kind
+from gradconceal.models.checkpoint import not_a_checkpoint
 from gradconceal.models.names import (
     STATE_DICT_SUFFIXES,
     ModelName,
@@ -378,7 +380,13 @@ def _read_any(path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     """(state dict, gradconceal metadata or {}) of a .safetensors/.pt/.pth file; nothing but tensors is unpickled."""
     path = Path(path)
     if not path.is_file():
+        kind = special_file_kind(path)
+        if kind is not None:
+            raise GradconcealError(f"weights file {path} is {kind}, not a regular file; give the weights file itself")
         raise GradconcealError(f"weights file not found: {path}")
+    problem = not_a_checkpoint(path)  # an HTML page from a failed download, an empty or truncated file, ...
+    if problem is not None:
+        raise GradconcealError(f"cannot load weights {path}: {problem}")
     suffix = path.suffix.lower()
     metadata: Dict[str, Any] = {}
     if suffix == ".safetensors":
