@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gradconceal.data.files import HEAD_BYTES, PICKLE, describe_content, open_regular, special_file_kind
+from gradconceal.files import HEAD_BYTES, PICKLE, describe_content, open_regular, special_file_kind
 from gradconceal.errors import GradconcealError
 from gradconceal.models.pixel import PixelModel
 
