@@ -64,6 +64,18 @@ def special_file_kind(path: PathLike) -> Optional[str]:
     return None if stat.S_ISREG(mode) else kind_of_mode(mode)
 
 
+def require_file(path: PathLike, what: str, hint: str) -> Path:
+    """``path`` when it is a regular file (or a link to one); else one ``GradconcealError``: '{what} PATH is a named
+    pipe, not a regular file; {hint}' for anything there that is not a regular file, '{what} not found: PATH'."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise GradconcealError(f"{what} {path} is {kind}, not a regular file; {hint}")
+    raise GradconcealError(f"{what} not found: {path}")
+
+
 def open_regular(path: PathLike, what: str, hint: str) -> BinaryIO:
     """Open ``path`` for reading in binary mode if it is a regular file; raise naming ``what`` and ``hint`` if not.
 

@@ -70,12 +70,12 @@ def group_of(attack: str, view: str, origin: str = "explicit") -> str:
     return "white-box" if view == "plain" and attack not in GRADIENT_FREE + ("transfer",) else "adaptive"
 
 
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists, recursively, so that settings and their JSON round-trip compare equal."""
+def jsonable(value: Any) -> Any:
+    """Tuples to lists, recursively, so that settings (or a whole spec) and their JSON round-trip compare equal."""
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     return value
 
 
@@ -168,7 +168,7 @@ class AttackPlan:
     # -- serialisation -----------------------------------------------------------------------------------
     def config(self) -> Dict[str, Any]:
         """What decides the attack's records (compared on resume to refuse mixing two configurations)."""
-        return {"attack": self.attack, "view": self.view, "settings": _jsonable(dict(self.settings))}
+        return {"attack": self.attack, "view": self.view, "settings": jsonable(dict(self.settings))}
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-ready dict (``AttackPlan.from_dict`` reads it back)."""

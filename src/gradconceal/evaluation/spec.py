@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from gradconceal import _validate
-from gradconceal.attacks.plan import VIEWS
+from gradconceal.attacks.plan import VIEWS, jsonable
 from gradconceal.data import sources as data_sources
 from gradconceal.defenses.build import (
     CONCEALING_DEFENSES,
@@ -36,6 +36,7 @@ from gradconceal.defenses.build import (
     parse_defense_string,
 )
 from gradconceal.errors import GradconcealError
+from gradconceal.files import require_file
 from gradconceal.evaluation.records import CLEAN_LABEL
 from gradconceal.models import names as model_names
 from gradconceal.models.zoo import check_model
@@ -244,7 +245,7 @@ class EvalSpec:
         }
         if self.sweep is not None:
             out["sweep"] = self.sweep.to_dict()
-        return _jsonable(out)
+        return jsonable(out)
 
 
 # -- loading --------------------------------------------------------------------------------------------
@@ -435,10 +436,7 @@ def _parse_models(value: Any, base_dir: Path, extra_models: Sequence[str]) -> Li
         weights = item.get("weights")
         if weights is not None:
             weights = _resolve_path(_str(weights, f"models[{i}].weights"), base_dir)
-            if not Path(weights).is_file():
-                kind = special_file_kind(weights)
-                raise GradconcealError(f"models[{i}].weights: {weights} is {kind}, not a regular file" if kind else
-                                       f"models[{i}].weights: file not found: {weights}")
+            require_file(weights, f"models[{i}].weights: file", "give the weights file itself")
         if name not in extra_models:
             name = check_model_name(name, base_dir, weights)
         label = _str(item.get("label", default_model_label(name)), f"models[{i}].label")
@@ -584,12 +582,3 @@ def _parse_sweep(value: Any) -> SweepEntry:
         if key in settings:
             raise GradconcealError(f"sweep.settings must not set {key!r}: the sweep sets it")
     return SweepEntry(_str(value.get("attack", "pgd"), "sweep.attack").lower(), views, eps, dict(settings))
-
-
-def _jsonable(value: Any) -> Any:
-    """Tuples to lists, recursively, so that a spec and its JSON round-trip compare equal."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gradconceal.files import HEAD_BYTES, PICKLE, describe_content, open_regular, special_file_kind
+from gradconceal.files import HEAD_BYTES, PICKLE, describe_content, open_regular, require_file
 from gradconceal.errors import GradconcealError
 from gradconceal.models.pixel import PixelModel
 
@@ -80,12 +80,7 @@ def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Di
     A file that is not one is named by what it is (``not_a_checkpoint``): an HTML page saved by a failed
     download, an empty or truncated file, a torch.save zip, text, JSON; a named pipe or device is never read.
     """
-    path = Path(path)
-    if not path.is_file():
-        kind = special_file_kind(path)
-        if kind is not None:
-            raise GradconcealError(f"checkpoint {path} is {kind}, not a regular file; give the .safetensors file itself")
-        raise GradconcealError(f"checkpoint not found: {path}")
+    path = require_file(path, "checkpoint", "give the .safetensors file itself")
     problem = not_a_checkpoint(path)
     if problem is not None:
         raise GradconcealError(f"cannot read checkpoint {path}: {problem}")

@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Union
 
 from gradconceal._validate import resolve_path
 from gradconceal.errors import GradconcealError, suggest
-from gradconceal.files import special_file_kind
+from gradconceal.files import require_file
 
 __all__ = [
     "CHECKPOINT_SUFFIX",
@@ -138,11 +138,7 @@ def default_model_label(name: str) -> str:
 
 def _check_checkpoint(path: Path, weights: Optional[PathLike]) -> None:
     """An existing gradconceal ``.safetensors`` checkpoint, given without separate weights."""
-    if not path.is_file():
-        kind = special_file_kind(path)
-        if kind is not None:
-            raise GradconcealError(f"model checkpoint {path} is {kind}, not a regular file; give the checkpoint file")
-        raise GradconcealError(f"model checkpoint not found: {path}")
+    require_file(path, "model checkpoint", "give the checkpoint file")
     if path.suffix.lower() != CHECKPOINT_SUFFIX:
         raise GradconcealError(
             f"{path} is a plain state dict without architecture; load it with "

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from gradconceal.errors import GradconcealError, suggest
-from gradconceal.files import special_file_kind
+from gradconceal.files import require_file
 from gradconceal.models.checkpoint import not_a_checkpoint
 from gradconceal.models.names import (
     STATE_DICT_SUFFIXES,
@@ -378,12 +378,7 @@ def read_state_dict(path: PathLike) -> Dict[str, Tensor]:
 
 def _read_any(path: PathLike) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
     """(state dict, gradconceal metadata or {}) of a .safetensors/.pt/.pth file; nothing but tensors is unpickled."""
-    path = Path(path)
-    if not path.is_file():
-        kind = special_file_kind(path)
-        if kind is not None:
-            raise GradconcealError(f"weights file {path} is {kind}, not a regular file; give the weights file itself")
-        raise GradconcealError(f"weights file not found: {path}")
+    path = require_file(path, "weights file", "give the weights file itself")
     problem = not_a_checkpoint(path)  # an HTML page from a failed download, an empty or truncated file, ...
     if problem is not None:
         raise GradconcealError(f"cannot load weights {path}: {problem}")
