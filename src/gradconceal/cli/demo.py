@@ -97,6 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="images per batch (default: 16)")
     parser.add_argument("--seed", type=int, default=0, help="seed of all randomness (default: 0)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="replace records of --out computed from other weights, images, settings or attack code")
     parser.set_defaults(func=run)
 
 
@@ -158,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
     extra = {"gradient_facts": facts.as_dict(), "gradient_facts_lines": facts.lines()}
     del vanilla, concealed
     print("\nAttacking (the paper's attacks, then the adaptive ones)...", flush=True)
-    results = evaluate(spec, args.out, quiet=bool(getattr(args, "quiet", False)), extra_info=extra)
+    results = evaluate(spec, args.out, quiet=bool(getattr(args, "quiet", False)), extra_info=extra,
+                       recompute=bool(args.recompute))
     print()
     print(results.table())
     print()
