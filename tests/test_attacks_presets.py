@@ -94,3 +94,14 @@ def test_spec_round_trip_and_errors():
     with pytest.raises(GradconcealError, match="unknown keys"):
         AttackPlan.from_dict({"label": "x", "attack": "pgd", "budget": 1})
     assert set(list_presets()) == {"paper", "paper-l1-sparse", "adaptive", "autoattack-like"}
+
+
+def test_groups_follow_what_the_attacker_sees_alone() -> None:
+    """Plain-autograd gradient attacks are the paper's (white-box) group in every preset, even AutoAttack's APGD
+    (through GCM it follows the concealed gradient); gradient-free, BPDA, EOT and transfer attacks are adaptive."""
+    for name in list_presets():
+        for plan in preset(name, (1, 28, 28)):
+            plain_gradient = plan.view == "plain" and plan.attack not in ("square", "transfer")
+            assert plan.group == ("white-box" if plain_gradient else "adaptive"), (name, plan.label)
+    groups = {p.label: p.group for p in preset("autoattack-like", (1, 28, 28))}
+    assert groups == {"APGD-CE": "white-box", "APGD-T": "white-box", "Square": "adaptive"}

@@ -56,17 +56,10 @@ def view_applies(view: str, *, random: bool, has_surrogate: bool = True) -> bool
     return True
 
 
-def group_of(attack: str, view: str, origin: str = "explicit") -> str:
-    """The table block of an attack: 'white-box' (the paper's protocol) or 'adaptive'.
-
-    Preset attacks keep their preset's role (the adaptive preset's APGD-DLR is a stronger plain-gradient
-    attack, listed with the adaptive ones as in the preset); explicit attacks are 'white-box' when they
-    differentiate the defended model through plain autograd, else 'adaptive'.
-    """
-    if origin == "paper" or origin == "paper-l1-sparse":
-        return "white-box"
-    if origin in ("adaptive", "autoattack-like"):
-        return "adaptive"
+def group_of(attack: str, view: str) -> str:
+    """The table block of an attack, by what the attacker sees alone: 'white-box' (the paper's protocol) for a
+    gradient attack through plain autograd, 'adaptive' for gradient-free, BPDA, EOT and transfer attacks. A
+    preset's plain-gradient APGD is white-box too: through GCM its gradient is the concealed one."""
     return "white-box" if view == "plain" and attack not in GRADIENT_FREE + ("transfer",) else "adaptive"
 
 

@@ -34,8 +34,8 @@ EOT_SAMPLES = 10  # draws per gradient in the adaptive preset's EOT attack (as i
 
 
 def _plan(origin: str, label: str, attack: str, settings: Mapping[str, Any], view: str = "plain") -> AttackPlan:
-    """A preset's attack, grouped by its preset's role (``group_of``)."""
-    return AttackPlan(label, attack, settings, view=view, group=group_of(attack, view, origin), origin=origin)
+    """A preset's attack, grouped by what its attacker sees (``group_of``)."""
+    return AttackPlan(label, attack, settings, view=view, group=group_of(attack, view), origin=origin)
 
 
 def _scaled(value: float, norm: str, image_size: Sequence[int]) -> float:
