@@ -19,7 +19,9 @@ from gradconceal.models.small import (
 from gradconceal.models.zoo import load_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "gradconceal" / "weights"
-SHIPPED = tuple(f"fmnist-{arch}{recipe}" for arch in ("cnn", "resnet", "vit") for recipe in ("", "-fgsm", "-pgd"))
+SHIPPED = tuple(f"fmnist-{arch}{recipe}" for arch in ("cnn", "resnet", "vit") for recipe in ("", "-fgsm", "-pgd")) + (
+    "fmnist-convnext",
+)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
@@ -94,7 +96,7 @@ def fashion_mnist_test():
     return dataset.images.float() / 255.0, torch.as_tensor(dataset.targets)
 
 
-# One model in the quick suite, all nine in the slow one (each is a 10,000-image pass).
+# One model in the quick suite, all the others in the slow one (each is a 10,000-image pass).
 @pytest.mark.parametrize(
     "name", [n if n == "fmnist-cnn" else pytest.param(n, marks=pytest.mark.slow) for n in SHIPPED]
 )
@@ -110,4 +112,6 @@ def test_shipped_checkpoint_reaches_its_documented_accuracy(name, fashion_mnist_
     recipe = name.rsplit("-", 1)[-1]  # "fgsm", "pgd", or the architecture for plain training
     # the tiny ViT learns more slowly than the conv nets; its FGSM-regularised model sits lower (docs/training.md)
     fgsm_floor = 0.70 if name.startswith("fmnist-vit") else 0.75
-    assert accuracy >= {"fgsm": fgsm_floor, "pgd": 0.70}.get(recipe, 0.88)
+    # the tiny ConvNeXt, slower per image, had 3 plain epochs in its budget and stops at 86 % (docs/training.md)
+    plain_floor = 0.85 if name.startswith("fmnist-convnext") else 0.88
+    assert accuracy >= {"fgsm": fgsm_floor, "pgd": 0.70}.get(recipe, plain_floor)

@@ -134,7 +134,11 @@ def small_vit(in_chans: int = 1, num_classes: int = 10) -> nn.Module:
 
 
 def small_convnext(in_chans: int = 1, num_classes: int = 10) -> nn.Module:
-    """A tiny ConvNeXt (timm's ConvNeXt): 1x1 stem, four stages at 28/14/7/3 pixels, 16-128 channels (~250k)."""
+    """A tiny ConvNeXt (timm's ConvNeXt): 1x1 stem, four stages at 28/14/7/3 pixels, 16-128 channels (~270k).
+
+    Layer scale starts at 1 instead of timm's 1e-6: with five blocks and a few epochs of training, blocks that
+    start as the identity learn too slowly (docs/training.md).
+    """
     from timm.models.convnext import ConvNeXt
 
     return ConvNeXt(
@@ -143,6 +147,7 @@ def small_convnext(in_chans: int = 1, num_classes: int = 10) -> nn.Module:
         depths=(1, 1, 2, 1),
         dims=(16, 32, 64, 128),
         patch_size=1,
+        ls_init_value=1.0,
     )
 
 
