@@ -51,7 +51,8 @@ def _requirement(minimum: Optional[Bound], maximum: Optional[Bound], above: bool
         return f"in {'(' if above else '['}{_show(minimum)}, {_show(maximum)}{')' if below else ']'}"
     if minimum is not None:
         return f"{'>' if above else '>='} {_show(minimum)}"
-    return f"{'<' if below else '<='} {_show(maximum)}"  # type: ignore[arg-type]
+    assert maximum is not None  # check_range asks only for a bound the value crossed
+    return f"{'<' if below else '<='} {_show(maximum)}"
 
 
 def check_range(

@@ -68,7 +68,7 @@ def preserved_model(model: nn.Module) -> Iterator[None]:
                 if original.shape == values.shape:
                     original.copy_(values)
                 else:  # resized in place (rare): give it its old size back
-                    original.set_(values)
+                    original.set_(values)  # type: ignore[call-overload]  # torch's stubs lack the documented set_(Tensor)
             for module, _ in modes:
                 for name in set(module._buffers) - names.get(id(module), set()):
                     del module._buffers[name]

@@ -37,11 +37,11 @@ class _IdentityBackward(torch.autograd.Function):
     """Returns ``value`` (the layer's real output) but passes the gradient to ``x`` unchanged."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, value: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, value: Tensor) -> Tensor:
         return value
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx, grad: Tensor):
         return grad, None
 
 
@@ -59,6 +59,8 @@ class AdaptiveView(nn.Module):
     ``bpda_layers`` adds layers of any kind (a JPEG or bit-depth layer) whose backward becomes the identity
     too, for input-shaped layers that approximate the identity.
     """
+
+    model: nn.Module
 
     def __init__(self, model: nn.Module, *, bpda: bool = True, eot_samples: int = 1,
                  bpda_layers: Sequence[nn.Module] = ()) -> None:

@@ -63,7 +63,8 @@ class AttackResult:
     threat: ThreatModel
     attack: str
     targets: Optional[Tensor] = None
-    non_finite: Optional[Tensor] = None  # a bool per sample; all False when not given
+    # A bool per sample; all False when not given (None is replaced in __post_init__, so readers get a Tensor).
+    non_finite: Tensor = None  # type: ignore[assignment]  # the default None never outlives __post_init__
 
     def __post_init__(self) -> None:
         if self.non_finite is None:
@@ -76,7 +77,7 @@ class AttackResult:
     def robust(self) -> Tensor:
         """Bool per sample: correct on the clean image, still correct on the adversarial one, and the model's
         logits and gradients stayed finite throughout (a non-finite sample is never robust)."""
-        return self.clean_correct & ~self.fooled & ~self.non_finite  # type: ignore[operator]
+        return self.clean_correct & ~self.fooled & ~self.non_finite
 
     @property
     def robust_accuracy(self) -> float:

@@ -41,10 +41,10 @@ def positive_number(name: str, value: object) -> float:
 
 def model_device(model: nn.Module) -> Optional[torch.device]:
     """The device of the model's first parameter or buffer (None for a model without any)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for parameter in model.parameters():
+        return parameter.device
+    for buffer in model.buffers():
+        return buffer.device
     return None
 
 
@@ -114,7 +114,7 @@ def check_sample_seeds(sample_seeds: object, count: int) -> Optional[List[int]]:
             raise GradconcealError(f"sample_seeds must be integers, got dtype {sample_seeds.dtype}")
         sample_seeds = sample_seeds.flatten().tolist()
     try:
-        seeds = list(sample_seeds)  # type: ignore[call-overload]
+        seeds = list(sample_seeds)  # type: ignore[call-overload]  # any iterable; anything else is the TypeError below
     except TypeError:
         raise GradconcealError(f"sample_seeds must be a list of integers, got {type(sample_seeds).__name__}") from None
     if len(seeds) != count or not all(_is_int(s) for s in seeds):
@@ -128,4 +128,7 @@ def image_shape_of(model: nn.Module) -> Optional[Tuple[int, int, int]]:
     if size is None:
         return None
     values = tuple(int(v) for v in size)
-    return values if len(values) == 3 and math.prod(values) > 0 else None  # type: ignore[return-value]
+    if len(values) != 3 or math.prod(values) <= 0:
+        return None
+    channels, height, width = values
+    return channels, height, width

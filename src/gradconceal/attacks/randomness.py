@@ -14,7 +14,7 @@ generator serves the batch (cheaper; results then depend on batch composition).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -91,5 +91,7 @@ def sample_rows(model: nn.Module, rows: Sequence[int]) -> Iterator[None]:
     (so that each sample's n-th draw is the same whatever batch it sits in)."""
     with contextlib.ExitStack() as stack:
         for layer in seeded_layers(model):
-            stack.enter_context(layer.select_rows(rows))
+            # found by its attributes alone (the protocol above), so select_rows is looked up the same way
+            select_rows: Callable[[Sequence[int]], ContextManager[object]] = getattr(layer, "select_rows")
+            stack.enter_context(select_rows(rows))
         yield

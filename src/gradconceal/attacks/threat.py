@@ -43,20 +43,21 @@ def format_eps(eps: float) -> str:
     return f"{eps:g}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class ThreatModel:
     """A perturbation budget: ``||x_adv - x||_norm <= eps`` and ``0 <= x_adv <= 1``."""
 
     norm: str = "linf"
     eps: float = 8 / 255
 
-    def __post_init__(self) -> None:
-        norm = parse_norm(self.norm)
-        eps = check.number(self.eps, "eps", minimum=0, above=True, fractions=True, detail=f" for norm {norm!r}")
-        if norm == "linf":
-            check.check_range(eps, "eps", maximum=1, shown=self.eps, detail=" for norm 'linf' (pixels are in [0, 1])")
-        object.__setattr__(self, "norm", norm)
-        object.__setattr__(self, "eps", eps)
+    def __init__(self, norm: str = "linf", eps: Number = 8 / 255) -> None:
+        """Check both once: ``norm`` in any spelling (``"Linf"``), ``eps`` a number or a string such as ``"8/255"``."""
+        canonical = parse_norm(norm)
+        budget = check.number(eps, "eps", minimum=0, above=True, fractions=True, detail=f" for norm {canonical!r}")
+        if canonical == "linf":
+            check.check_range(budget, "eps", maximum=1, shown=eps, detail=" for norm 'linf' (pixels are in [0, 1])")
+        object.__setattr__(self, "norm", canonical)
+        object.__setattr__(self, "eps", budget)
 
     def __str__(self) -> str:
         label = {"linf": "Linf", "l2": "L2", "l1": "L1"}[self.norm]

@@ -83,7 +83,8 @@ def build_defense(
         allowed = DEFENSE_SETTINGS[kind]
         raise GradconcealError(f"defense {kind!r} takes settings {list(allowed) or 'none'}, got {unknown[0]!r}"
                                f"{suggest(unknown[0], allowed)}")
-    values = {key: given.get(key, DEFAULT_SETTINGS.get(key)) for key in DEFENSE_SETTINGS[kind]}
+    # The caller's values, checked one by one below; min_size alone has no default (None).
+    values: Dict[str, Any] = {key: given.get(key, DEFAULT_SETTINGS.get(key)) for key in DEFENSE_SETTINGS[kind]}
     layers: List[nn.Module] = []
     if kind == "bit-depth":
         bits = values["bits"]

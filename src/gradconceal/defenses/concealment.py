@@ -22,13 +22,13 @@ class _Concealment(torch.autograd.Function):
     """GCM with the exact analytic backward ``1 + epsilon * w * cos(w * x)``, saving only ``x``."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, w: float, epsilon: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, w: float, epsilon: float) -> Tensor:
         ctx.save_for_backward(x)
         ctx.w, ctx.epsilon = w, epsilon
         return _concealed_value(x, w, epsilon)
 
     @staticmethod
-    def backward(ctx, grad_output: Tensor):  # type: ignore[override]
+    def backward(ctx, grad_output: Tensor):
         (x,) = ctx.saved_tensors
         # The same operations, in the same order, as autograd of ``sin(x*w)*epsilon + x``.
         grad = grad_output * ctx.epsilon * torch.cos(x * ctx.w) * ctx.w + grad_output
@@ -92,6 +92,9 @@ class GradientConcealment(nn.Module):
 class Normalize(nn.Module):
     """Per-channel ``(x - mean) / std`` on pixel input; its buffers are not saved in the state_dict."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         mean_t = torch.as_tensor(list(mean), dtype=torch.float32)
@@ -128,7 +131,7 @@ class DefendedModel(nn.Module):
         if (mean is None) != (std is None):
             raise GradconcealError("pass both mean and std (the base model's input normalisation), or neither")
         self.defenses = nn.Sequential(*defenses)
-        self.normalize: nn.Module = Normalize(mean, std) if mean is not None else nn.Identity()  # type: ignore[arg-type]
+        self.normalize: nn.Module = Normalize(mean, std) if mean is not None and std is not None else nn.Identity()
         self.base = base
         for name in ("input_size", "class_names", "num_classes", "mean", "std", "model_name"):
             if hasattr(base, name) and not hasattr(self, name):
