@@ -66,7 +66,8 @@ class TensorImageDataset(ImageDataset):
 
     @property
     def image_size(self) -> Tuple[int, int, int]:
-        return tuple(int(v) for v in self.images.shape[1:])  # type: ignore[return-value]
+        _, channels, height, width = self.images.shape  # N x C x H x W, checked in __init__
+        return int(channels), int(height), int(width)
 
     def __getitem__(self, index: int) -> Tuple[Tensor, int]:
         image = self.images[index].to(torch.float32)
@@ -114,8 +115,9 @@ class FileImageDataset(ImageDataset):
         if self._image_size is None:
             if not self.files:
                 raise GradconcealError(f"{self.name}: no images, so no image size")
-            self._image_size = tuple(int(v) for v in self[0][0].shape)  # type: ignore[assignment]
-        return self._image_size  # type: ignore[return-value]
+            channels, height, width = self[0][0].shape  # C x H x W, checked in __getitem__
+            self._image_size = (int(channels), int(height), int(width))
+        return self._image_size
 
     def take(self, limit: Optional[int]) -> "FileImageDataset":
         """Keep the first ``limit`` images (all when None), in place; returns self."""

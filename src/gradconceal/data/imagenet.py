@@ -133,7 +133,8 @@ def _walk(directory: str, above: Tuple[str, ...], walked: Set[str]) -> Iterator[
         raise GradconcealError(
             f"cannot list folder {directory} of the data: {error.strerror or error}; fix its permissions or remove it"
         ) from None
-    folders, others = [], []
+    folders: List[str] = []
+    others: List[str] = []
     for entry in entries:
         try:
             is_folder = entry.is_dir()  # follows links
@@ -182,7 +183,9 @@ def _flat_items(root: Path, labels_file: Path) -> List[Tuple[Path, int]]:
                 f"labels file {labels_file} has {len(rows)} lines but {root} holds {len(images)} image files; "
                 "one synset per line labels the image files in sorted name order"
             )
-        items = [(image, _synset_label(fields[0], labels_file, number)) for image, (number, fields) in zip(images, rows)]
+        items: List[Tuple[Path, int]] = [
+            (image, _synset_label(fields[0], labels_file, number)) for image, (number, fields) in zip(images, rows)
+        ]
         return _read_once(items, labels_file)
     if len(rows[0][1]) > 1 and not any(char.isdigit() for char in rows[0][1][1]):
         rows = rows[1:]  # a header line such as 'ImageId,PredictionString'
@@ -190,7 +193,7 @@ def _flat_items(root: Path, labels_file: Path) -> List[Tuple[Path, int]]:
         raise GradconcealError(f"labels file {labels_file} holds a header line but no labels")
     by_name = {p.name: p for p in _flat_entries(root)}
     by_stem = {p.stem: p for p in by_name.values() if p.name.lower().endswith(IMG_EXTENSIONS)}
-    items: List[Tuple[Path, int]] = []
+    items = []
     for number, fields in rows:
         if len(fields) < 2:
             raise GradconcealError(

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gradconceal.attacks import FGSM, PGD, Square, Transfer
+from gradconceal.attacks import FGSM, PGD, Attack, Square, Transfer
 from gradconceal.masking.localize import Localization
 from gradconceal.masking.probes import median
 from gradconceal.masking.result import CONFIRMS, FLAG, PASS, CheckResult, significant
@@ -47,7 +47,7 @@ class Outcome:
     clean_correct: Tensor
     fooled: Tensor
     adversarial: Tensor
-    non_finite: Optional[Tensor] = None
+    non_finite: Tensor = None  # type: ignore[assignment]  # the default None never outlives __post_init__
 
     def __post_init__(self) -> None:
         if self.non_finite is None:
@@ -56,7 +56,7 @@ class Outcome:
     @property
     def robust(self) -> Tensor:
         """Correct, not fooled, and finite throughout: a NaN or inf never counts as robustness."""
-        return self.clean_correct & ~self.fooled & ~self.non_finite  # type: ignore[operator]
+        return self.clean_correct & ~self.fooled & ~self.non_finite
 
     @property
     def standing(self) -> Tensor:
@@ -82,7 +82,7 @@ def run_attack_checks(
     model = target.model
     alpha = eps / 4
 
-    def attack(make: Callable[[float], nn.Module], subset: Optional[Tensor] = None, budget: float = eps) -> Outcome:
+    def attack(make: Callable[[float], Attack], subset: Optional[Tensor] = None, budget: float = eps) -> Outcome:
         return _run(make(budget), images, labels, seeds, batch, subset)
 
     checks: List[CheckResult] = []
@@ -101,9 +101,10 @@ def run_attack_checks(
         if budget < eps and not bool(pgd.standing.any()):
             sweep[budget] = None  # nothing stands at eps, so a smaller budget cannot break monotonicity
             continue
-        sweep[budget] = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1),
-                               budget=budget)
-        outcomes[f"PGD-{PGD_STEPS} at {fmt(budget * 255)}/255"] = sweep[budget]  # type: ignore[assignment]
+        outcome = attack(lambda e: PGD(model, eps=e, steps=PGD_STEPS, alpha=e / 4, seed=seed, check_every=1),
+                         budget=budget)
+        sweep[budget] = outcome
+        outcomes[f"PGD-{PGD_STEPS} at {fmt(budget * 255)}/255"] = outcome
     checks.append(_eps_sweep(sweep, time.perf_counter() - started))
 
     standing = (pgd.standing & ~fgsm.fooled).nonzero().flatten()
@@ -163,7 +164,7 @@ def run_attack_checks(
     return checks
 
 
-def _run(attack: nn.Module, images: Tensor, labels: Tensor, seeds: Sequence[int], batch: int,
+def _run(attack: Attack, images: Tensor, labels: Tensor, seeds: Sequence[int], batch: int,
          subset: Optional[Tensor] = None) -> Outcome:
     """Run ``attack`` over ``images`` (or the rows ``subset``) in batches, with one seed per image."""
     rows = subset.tolist() if subset is not None else list(range(images.shape[0]))
@@ -176,7 +177,7 @@ def _run(attack: nn.Module, images: Tensor, labels: Tensor, seeds: Sequence[int]
         torch.cat([p.clean_correct for p in parts]),
         torch.cat([p.fooled for p in parts]),
         torch.cat([p.adversarial.detach().cpu() for p in parts]),
-        torch.cat([p.non_finite for p in parts]),  # type: ignore[misc]
+        torch.cat([p.non_finite for p in parts]),
     )
 
 
@@ -198,9 +199,10 @@ def _iterative_vs_single(fgsm: Outcome, pgd: Outcome, seconds: float) -> CheckRe
 
 def _eps_sweep(sweep: Dict[float, Optional[Outcome]], seconds: float) -> CheckResult:
     """Robustness must fall as eps grows and reach about 0 at the unbounded budget."""
-    budgets = sorted(b for b, outcome in sweep.items() if outcome is not None)
-    correct = int(sweep[budgets[-1]].clean_correct.sum())  # type: ignore[union-attr]
-    robust = [int(sweep[b].standing.sum()) for b in budgets]  # type: ignore[union-attr]
+    ran = {b: outcome for b, outcome in sweep.items() if outcome is not None}
+    budgets = sorted(ran)
+    correct = int(ran[budgets[-1]].clean_correct.sum())
+    robust = [int(ran[b].standing.sum()) for b in budgets]
     skipped_budgets = sorted(b for b, outcome in sweep.items() if outcome is None)
     measured = {"eps": budgets, "robust": robust, "correct": correct, "not_run": skipped_budgets}
     summary = ", ".join(f"{fmt(b * 255)}/255: {r}" for b, r in zip(budgets, robust)) + f" (of {correct})"
@@ -296,7 +298,7 @@ def _non_finite(outcomes: Dict[str, Outcome], count: int) -> CheckResult:
     """Flag when the model's logits, loss or input gradient were NaN or infinite for any image during an attack."""
     title = "non-finite logits or gradients"
     threshold = "no NaN or inf logit, loss or input gradient during any attack"
-    per_attack = {name: int(o.non_finite.sum()) for name, o in outcomes.items()}  # type: ignore[union-attr]
+    per_attack = {name: int(o.non_finite.sum()) for name, o in outcomes.items()}
     seen = {name: n for name, n in per_attack.items() if n}
     measured = {"images": count, "non_finite": seen}
     if not seen:

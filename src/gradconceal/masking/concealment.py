@@ -108,7 +108,7 @@ def run_concealment_checks(
     checks.append(_timed(check_shattering_layer(found), started))
 
     started = time.perf_counter()
-    bypass = bpda_gradient(joint, found.index, batch) if found.found and not found.culprit_random else None
+    bypass = bpda_gradient(joint, found.index, batch) if found.index is not None and not found.culprit_random else None
     checks.append(_timed(check_bpda_probe(model, x, labels, live_logits, grad, bypass, found, eps), started))
     return ConcealmentFindings(checks, found)
 

@@ -69,8 +69,9 @@ def load_audit_data(data: Any, n: Optional[int], model: nn.Module) -> AuditData:
     pairs = [dataset[i] for i in range(count)]
     images = torch.stack([image for image, _ in pairs])
     labels = torch.as_tensor([int(label) for _, label in pairs], dtype=torch.long)
-    if getattr(dataset, "label_sets", None) is not None:
-        label_sets = [set(s) for s in list(dataset.label_sets)[:count]]
+    given_sets = getattr(dataset, "label_sets", None)
+    if given_sets is not None:
+        label_sets = [set(s) for s in list(given_sets)[:count]]
     return _checked(AuditData(images, labels, name, label_sets), model)
 
 

@@ -33,7 +33,7 @@ class PixelModel(nn.Module):
         self.net = net
         self.mean: Tuple[float, ...] = tuple(float(m) for m in mean)
         self.std: Tuple[float, ...] = tuple(float(s) for s in std)
-        self.input_size: Tuple[int, int, int] = tuple(int(v) for v in input_size)  # type: ignore[assignment]
+        self.input_size: Tuple[int, ...] = tuple(int(v) for v in input_size)  # (C, H, W)
         self.class_names: Optional[List[str]] = list(class_names) if class_names is not None else None
         self.model_name = model_name
         self.architecture = architecture or model_name

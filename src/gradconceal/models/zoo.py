@@ -14,7 +14,7 @@ import logging
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -180,9 +180,10 @@ def _load_timm(timm_name: str, weights: Optional[PathLike], pretrained: bool) ->
     net = timm.create_model(timm_name, pretrained=False)  # the name was checked by check_model
     source: Optional[PathLike] = weights
     if weights is None and pretrained:
-        source = cached_timm_weights(net.pretrained_cfg)
+        pretrained_cfg = cast(Mapping[str, Any], net.pretrained_cfg)  # a dict on every model timm builds
+        source = cached_timm_weights(pretrained_cfg)
         if source is None:
-            hub = net.pretrained_cfg.get("hf_hub_id") or net.pretrained_cfg.get("url") or "none known"
+            hub = pretrained_cfg.get("hf_hub_id") or pretrained_cfg.get("url") or "none known"
             raise GradconcealError(
                 f"pretrained weights for 'timm:{timm_name}' (source: {hub}) are not in the local caches and are never "
                 f"downloaded; pass weights=PATH to a local state dict (.safetensors, .pt, .pth) or pretrained=False"
@@ -210,7 +211,7 @@ def _fit_timm_head(net: nn.Module, timm_name: str, state: Mapping[str, Tensor]) 
     cfg = getattr(net, "pretrained_cfg", {}) or {}
     classifier = cfg.get("classifier")
     first_conv = cfg.get("first_conv")
-    kwargs: Dict[str, int] = {}
+    kwargs: Dict[str, Any] = {}  # num_classes and in_chans, both int
     head = state.get(f"{classifier}.weight") if isinstance(classifier, str) else None
     if head is not None and head.ndim >= 1 and head.shape[0] != getattr(net, "num_classes", head.shape[0]):
         kwargs["num_classes"] = int(head.shape[0])
@@ -312,8 +313,8 @@ def _load_small(arch: str, weights: Optional[PathLike]) -> PixelModel:
             input_size = metadata["input_size"]
             class_names = metadata["class_names"] or class_names
     net = builder(in_chans=int(input_size[0]), num_classes=len(class_names))
-    if state is not None:
-        load_strict(net, state, weights, f"small:{arch}")  # type: ignore[arg-type]
+    if state is not None and weights is not None:  # state comes from weights: both or neither
+        load_strict(net, state, weights, f"small:{arch}")
     return PixelModel(
         net,
         mean=mean,
