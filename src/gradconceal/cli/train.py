@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 from gradconceal import _validate as check
 from gradconceal.training.config import (
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     """Train, then print the per-epoch table and where the model was written."""
     from gradconceal.training import train
 
-    out: Optional[str] = args.out or f"runs/{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.model)}-{args.preset}"
+    out: str = args.out or f"runs/{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.model)}-{args.preset}"
     if args.stop_after is not None:
         check.integer(args.stop_after, "--stop-after", minimum=1)
     if args.threads is not None:

@@ -231,7 +231,7 @@ def _plots(results: Results, runner: Runner, records: Mapping[Key, Record]) -> L
     out = results.out_dir
     if not results.plans:  # clean accuracy only: the report's table says it all
         return []
-    made = [plots.plot_ar_bars(results, out / "ar_per_attack.png")]
+    made: List[Optional[Path]] = [plots.plot_ar_bars(results, out / "ar_per_attack.png")]
     made.append(plots.plot_eps_curves(results, out / "robust_accuracy_vs_eps.png"))
     if results.spec.gallery:
         for row in results.rows:
@@ -259,10 +259,13 @@ def _gallery_items(row: RowMetrics, results: Results, runner: Runner,
 
     # Strongest = lowest AR; among equally strong attacks, the smallest perturbation relative to its budget.
     plans = {p.label: p for p in results.plans}
+
+    def relative_norm(mean_norm: Optional[float], label: str) -> float:
+        eps = plans[label].eps
+        return mean_norm / eps if mean_norm is not None and eps else float("inf")
+
     strength = sorted(
-        (m.ar.value if m.ar.value is not None else 1.0,
-         (m.mean_norm / plans[label].eps) if m.mean_norm is not None and plans[label].eps else float("inf"),
-         order, label)
+        (m.ar.value if m.ar.value is not None else 1.0, relative_norm(m.mean_norm, label), order, label)
         for order, (label, m) in enumerate(row.attacks.items()) if m is not None)
     items = []
     for index in range(min(results.spec.gallery, runner.n_images)):

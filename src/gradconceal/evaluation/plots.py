@@ -32,7 +32,8 @@ def _save(figure: Figure, path: Path) -> Path:
 
 
 def _errors(rates: Sequence[Optional[Rate]]) -> Tuple[np.ndarray, np.ndarray]:
-    values, spans = [], [[], []]
+    values: List[float] = []
+    spans: List[List[float]] = [[], []]
     for rate in rates:
         if rate is None or rate.value is None:
             values.append(np.nan)

@@ -198,9 +198,10 @@ class RecordStore:
 
         If even that fails, the torn line is cut when the folder is next opened (``open`` repairs the tail).
         """
+        assert self._fd is not None  # called after a failed append, with the file open
         try:
-            os.ftruncate(self._fd, size)  # type: ignore[arg-type]
-            os.fsync(self._fd)  # type: ignore[arg-type]
+            os.ftruncate(self._fd, size)
+            os.fsync(self._fd)
         except OSError as error:
             log.warning("%s: could not cut back a failed append (%s); the next run repairs it", self.path, error)
 

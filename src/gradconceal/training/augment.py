@@ -6,7 +6,7 @@ its own generator, so the draws are reproducible and the caller's global RNG is 
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ from gradconceal.training.config import TrainConfig
 class Augmenter:
     """Applies the config's image augmentation to each image of a batch, and its label mixing to the batch."""
 
-    def __init__(self, config: TrainConfig, image_size: Tuple[int, int, int], num_classes: int) -> None:
+    def __init__(self, config: TrainConfig, image_size: Sequence[int], num_classes: int) -> None:
         steps = []
         height, width = image_size[1], image_size[2]
         if config.crop_padding > 0:

@@ -79,7 +79,7 @@ class TrainConfig:
     def from_dict(cls, values: Mapping[str, Any]) -> "TrainConfig":
         """Rebuild a config written by ``to_dict`` (e.g. from a checkpoint's metadata)."""
         check_field_names(values)
-        fixed = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
+        fixed: Dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
         return cls(**fixed)
 
     @property

@@ -45,7 +45,7 @@ class BatchSource:
         self.workers = workers
         self.images: Optional[Tensor] = None
         self.labels: Optional[Tensor] = None
-        size = len(dataset)  # type: ignore[arg-type]
+        size = len(dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__ (ours have one)
         if size == 0:
             raise GradconcealError(f"data set {getattr(dataset, 'name', '?')!r} is empty")
         first, _ = dataset[0]
@@ -54,7 +54,7 @@ class BatchSource:
             self.images, self.labels = _stack(dataset)
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)  # type: ignore[arg-type]  # torch's Dataset declares no __len__ (ours have one)
 
     def batches(self, order: Sequence[int] | Tensor, batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
         """Batches of ``batch_size`` in ``order`` (the last one may be smaller)."""
@@ -77,7 +77,7 @@ def _stack(dataset: Dataset) -> Tuple[Tensor, Tensor]:
     labels = getattr(dataset, "targets", None)
     if isinstance(images, Tensor) and images.is_floating_point() and images.ndim == 4 and labels is not None:
         return images.float(), torch.as_tensor(labels, dtype=torch.long)
-    items = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]
+    items = [dataset[i] for i in range(len(dataset))]  # type: ignore[arg-type]  # Dataset declares no __len__
     stacked = torch.stack([image.float() for image, _ in items])
     targets = torch.as_tensor([int(label) for _, label in items], dtype=torch.long)
     log.debug("stacked %d images of shape %s in memory", len(items), tuple(stacked.shape[1:]))

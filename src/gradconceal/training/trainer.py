@@ -133,11 +133,12 @@ def train(
         config = make_config(preset, model=model, **settings)
         net = build_model(config)
     elif isinstance(model, nn.Module):
-        net = undefended(model)
-        if not isinstance(net, PixelModel):
+        base = undefended(model)
+        if not isinstance(base, PixelModel):
             raise GradconcealError(
-                f"train needs a PixelModel (from load_model) or a zoo name, got {type(net).__name__}"
+                f"train needs a PixelModel (from load_model) or a zoo name, got {type(base).__name__}"
             )
+        net = base
         config = make_config(preset, model=net.architecture or "custom", **settings)
     else:
         raise GradconcealError(f"model must be a zoo name or an nn.Module, got {type(model).__name__}")
