@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,8 @@ def test_relative_paths_are_taken_from_the_spec_file(tmp_path: Path) -> None:
         ({"defences": ["none"]}, r"unknown key 'defences' in spec \(did you mean 'defenses'\?\)"),
         ({"data": {"source": "fashion-mnist", "nn": 3}}, r"unknown key 'nn' in data \(did you mean 'n'\?\)"),
         ({"models": [{"name": "fmnist-cnn", "wieghts": "x"}]}, r"models\[0\].*did you mean 'weights'"),
+        ({"models": [{"name": "fmnist-cnn", "weights": "/no/such/w.safetensors"}]},
+         r"models\[0\]\.weights: file not found: /no/such/w\.safetensors"),
         ({"defenses": [{"name": "gcm", "epsilom": 1.0}]}, r"defenses\[0\].*did you mean 'epsilon'"),
         ({"format_version": FORMAT_VERSION + 1}, r"format_version 2 is newer than this gradconceal understands"),
         ({"models": ["lite00"]}, r"unknown model 'lite00' \(did you mean 'lite0'\?\)"),
@@ -107,6 +110,13 @@ def test_relative_paths_are_taken_from_the_spec_file(tmp_path: Path) -> None:
 def test_static_mistakes_are_one_clear_error(changes, message) -> None:
     with pytest.raises(GradconcealError, match=message):
         load_spec(base_spec(**changes))
+
+
+def test_weights_that_are_a_named_pipe_are_named_not_read(tmp_path: Path) -> None:
+    pipe = tmp_path / "w.safetensors"
+    os.mkfifo(pipe)
+    with pytest.raises(GradconcealError, match=r"models\[0\]\.weights: file .*w\.safetensors is a named pipe"):
+        load_spec(base_spec(models=[{"name": "fmnist-cnn", "weights": str(pipe)}]))
 
 
 def test_missing_required_entries_are_named() -> None:
