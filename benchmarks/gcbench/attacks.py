@@ -58,12 +58,12 @@ def contenders(model: nn.Module, images: Tensor, labels: Tensor, case: AttackCas
     """Callables running ``case`` on the batch: bare, ours (early stop off / on), torchattacks."""
     import torchattacks
 
-    from gradconceal.attacks import FGSM, PGD
+    from gradconceal.attacks import FGSM, PGD, Attack
 
     generator = torch.Generator(device=images.device)
     if case.attack == "pgd":
-        ours_off = PGD(model, norm=case.norm, eps=case.eps, steps=case.steps, alpha=case.alpha, early_stop=False)
-        ours_on = PGD(model, norm=case.norm, eps=case.eps, steps=case.steps, alpha=case.alpha, early_stop=True)
+        ours_off: Attack = PGD(model, norm=case.norm, eps=case.eps, steps=case.steps, alpha=case.alpha, early_stop=False)
+        ours_on: Attack = PGD(model, norm=case.norm, eps=case.eps, steps=case.steps, alpha=case.alpha, early_stop=True)
         if case.norm == "linf":
             theirs = torchattacks.PGD(model, eps=case.eps, alpha=case.alpha, steps=case.steps, random_start=True)
         else:
