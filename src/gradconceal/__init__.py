@@ -5,6 +5,8 @@ the attack, evaluation and audit modules measure what the defence buys against t
 against adaptive ones (BPDA, EOT, Square, transfer).
 """
 
+from typing import Any
+
 from gradconceal.defenses import DefendedModel, GradientConcealment, RandomResizePad, conceal
 from gradconceal.errors import GradconcealError
 
@@ -22,7 +24,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Import the heavier entry points on first use, so ``import gradconceal`` stays fast."""
     if name == "load_model":
         from gradconceal.models.zoo import load_model

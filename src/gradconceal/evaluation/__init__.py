@@ -5,12 +5,14 @@ Records are the source of truth: metrics, tables and plots are computed from the
 and processes started by ``torchrun`` split the images between them and merge their records.
 """
 
+from typing import Any
+
 from gradconceal.evaluation.spec import FORMAT_VERSION, EvalSpec, load_spec, sample_seed, sample_seeds
 
 __all__ = ["FORMAT_VERSION", "EvalSpec", "Results", "evaluate", "load_spec", "sample_seed", "sample_seeds"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """Import the runner only when it is used (it pulls in the model zoo and the attacks)."""
     if name in ("evaluate", "Results"):
         from gradconceal.evaluation import api
