@@ -9,6 +9,7 @@ from gradconceal.attacks.adaptive import AdaptiveView, adaptive_view
 from gradconceal.attacks.apgd import APGD
 from gradconceal.attacks.base import Attack, AttackResult, RunState
 from gradconceal.attacks.cw import CW
+from gradconceal.attacks.fab import FAB, FABResult, robust_accuracy_at
 from gradconceal.attacks.fgsm import FGSM
 from gradconceal.attacks.pgd import PGD
 from gradconceal.attacks.registry import create_attack, list_attacks
@@ -22,6 +23,8 @@ __all__ = [
     "Attack",
     "AttackResult",
     "CW",
+    "FAB",
+    "FABResult",
     "FGSM",
     "NORMS",
     "PGD",
@@ -32,4 +35,5 @@ __all__ = [
     "adaptive_view",
     "create_attack",
     "list_attacks",
+    "robust_accuracy_at",
 ]

@@ -7,6 +7,10 @@ best point. Steps use momentum 0.75. Losses: ``ce``, ``dlr`` (shift- and scale-i
 
 ``targeted=True`` without explicit targets is AutoAttack's APGD-T: the targeted loss towards each of the
 ``n_target_classes`` most likely wrong classes in turn (``restarts`` runs each), success = misclassified.
+
+Starts as PGD's (``gradconceal.attacks.pgd.start_offset``): ``start="foolbox"`` (default) draws every run's
+start uniformly in the ball; ``"clean-first"`` starts each target's first run at the clean image and its
+restarts at random points.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from torch import Tensor, nn
 
 from gradconceal.attacks import checks
 from gradconceal.attacks.base import Attack, RunState
-from gradconceal.attacks.geometry import ascent_direction, random_in_ball
+from gradconceal.attacks.geometry import ascent_direction
+from gradconceal.attacks.pgd import STARTS, start_offset
 from gradconceal.attacks.threat import Number
 from gradconceal.errors import GradconcealError
 
@@ -53,6 +58,7 @@ class APGD(Attack):
         rho: float = 0.75,
         momentum: float = 0.75,
         random_start: bool = True,
+        start: str = "foolbox",
         seed: int = 0,
         early_stop: bool = True,
         check_every: int = 3,
@@ -67,11 +73,12 @@ class APGD(Attack):
         if self.rho > 1 or self.momentum > 1:
             raise GradconcealError(f"rho and momentum must be in (0, 1], got rho={rho!r}, momentum={momentum!r}")
         self.random_start = checks.boolean("random_start", random_start)
+        self.start = checks.choice("start", start, STARTS)
         self._checkpoints = set(checkpoints(self.steps))
 
     @property
     def deterministic(self) -> bool:
-        return not self.random_start
+        return not self.random_start or (self.start == "clean-first" and self.restarts == 1)
 
     def __repr__(self) -> str:
         kind = "APGD-T" if self.targeted else "APGD"
@@ -89,16 +96,18 @@ class APGD(Attack):
                 rows = state.all_rows() if target_rank == 0 and restart == 0 else state.remaining()
                 if rows.numel() == 0:
                     return last
-                rows, x = self._single_run(images, rows, state)
+                rows, x = self._single_run(images, rows, state, restart)
                 last[rows] = x
         return last
 
-    def _single_run(self, images: Tensor, rows: Tensor, state: RunState):
+    def _single_run(self, images: Tensor, rows: Tensor, state: RunState, restart: int = 0):
         """One APGD run from a fresh start on ``rows``; returns the rows still running and their best points."""
         norm, eps = self.threat.norm, self.threat.eps
         origin = images[rows]
-        if self.random_start:
-            x = self.threat.project(origin, origin + random_in_ball(rows, state.random, origin, norm, eps))
+        if self.random_start and not (self.start == "clean-first" and restart == 0):
+            offset = start_offset(origin, rows, state.random, norm, eps, random_start=True, start=self.start,
+                                  restart=restart)
+            x = self.threat.project(origin, origin + offset)
         else:
             x = origin.clone()
         loss, grad, logits = state.loss_gradient(rows, x)

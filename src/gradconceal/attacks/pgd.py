@@ -9,6 +9,15 @@ Linf steps along ``sign(grad)``, L2 along ``grad / ||grad||_2``; both then clip 
 * ``l1_step="sparse"`` (our stronger option): the step of L1 length ``alpha`` goes to the ``k`` movable
   pixels with the largest |gradient| (``k = ceil(l1_sparsity * C*H*W)``, 1 % by default, as SLIDE's 99th
   percentile), then the exact Euclidean projection onto the L1 ball intersected with the [0, 1] box.
+
+Where runs start (``start``, with ``random_start=True``):
+
+* ``"foolbox"`` (default): every run starts uniformly in the ball (foolbox's random start, which RobustART and
+  so the paper preset use); in high dimension that is next to the ball's surface, and on the Fashion-MNIST CNN
+  it makes PGD-L2 weaker than starting at the clean image (docs/attacks.md).
+* ``"clean-first"``: the first run starts at the clean image, so a random start never makes the attack weaker
+  than plain PGD; each restart starts at a random point (``restart_offset``: Linf uniform in the cube; L2 and
+  L1 a uniform direction times a radius uniform in [0, eps], as torchattacks' PGDL2).
 """
 
 from __future__ import annotations
@@ -21,17 +30,55 @@ from torch import Tensor, nn
 from gradconceal.attacks import checks
 from gradconceal.attacks.base import Attack, RunState
 from gradconceal.attacks.geometry import ascent_direction, project_l1_box, random_in_ball, sparse_l1_direction
+from gradconceal.attacks.randomness import SampleRandom
 from gradconceal.attacks.threat import Number
 from gradconceal.errors import GradconcealError
 
 L1_STEPS = ("dense", "sparse")
+STARTS = ("clean-first", "foolbox")
+
+
+def restart_offset(rows: Tensor, random: SampleRandom, like: Tensor, norm: str, eps: float) -> Tensor:
+    """A restart's random offset, one per row: Linf uniform in the cube; L2 and L1 a direction uniform on the
+    norm's unit sphere times a radius uniform in [0, eps] (torchattacks' PGDL2), so restarts also try points
+    near the clean image instead of only next to the ball's surface (where a uniform point of the ball lies)."""
+    shape = tuple(like.shape[1:])
+    if norm == "linf":
+        return random_in_ball(rows, random, like, norm, eps)
+    if norm == "l2":
+        direction = random.normal(rows, shape).flatten(1)
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    else:  # uniform on the L1 sphere: normalised exponentials (uniform on the simplex) with random signs
+        size = math.prod(shape)
+        draws = random.exponential(rows, (size,))
+        signs = random.uniform(rows, (size,)).lt(0.5).to(draws.dtype) * 2 - 1
+        direction = draws / draws.sum(dim=1, keepdim=True) * signs
+    radius = random.uniform(rows, (1,)) * eps
+    return (direction * radius).view(-1, *shape).to(like.dtype)
+
+
+def start_offset(origin: Tensor, rows: Tensor, random: SampleRandom, norm: str, eps: float, *, random_start: bool,
+                 start: str, restart: int) -> Tensor:
+    """Where run ``restart`` (0 = the first) of a PGD-style attack starts, as an offset from the clean image
+    (before projection to the box).
+
+    ``start="clean-first"``: zero for the first run, ``restart_offset`` for the others; ``"foolbox"``: uniform in
+    the ball for every run. Without ``random_start`` every run starts at the clean image (zero offset).
+    """
+    if not random_start or (start == "clean-first" and restart == 0):
+        return origin.new_zeros(origin.shape)
+    if start == "clean-first":
+        return restart_offset(rows, random, origin, norm, eps)
+    return random_in_ball(rows, random, origin, norm, eps)
 
 
 class PGD(Attack):
     """``PGD(model, norm="linf", eps=8/255, steps=10, alpha=2/255, random_start=True)``.
 
     ``alpha`` (step size, same units as ``eps``) defaults to ``2.5 * eps / steps`` (Madry et al.). Each
-    restart after the first attacks only the samples not fooled yet.
+    restart after the first attacks only the samples not fooled yet. ``start="clean-first"`` runs the first
+    run from the clean image and the restarts from random points (never weaker than no random start);
+    ``"foolbox"`` (default, the paper preset's) starts every run uniformly in the ball.
     """
 
     name = "pgd"
@@ -45,6 +92,7 @@ class PGD(Attack):
         steps: int = 10,
         alpha: Optional[Number] = None,
         random_start: bool = True,
+        start: str = "foolbox",
         restarts: int = 1,
         loss: str = "ce",
         targeted: bool = False,
@@ -59,6 +107,7 @@ class PGD(Attack):
         self.steps = checks.positive_int("steps", steps)
         self.alpha = checks.positive_number("alpha", alpha) if alpha is not None else 2.5 * self.threat.eps / self.steps
         self.random_start = checks.boolean("random_start", random_start)
+        self.start = checks.choice("start", start, STARTS)
         self.restarts = checks.positive_int("restarts", restarts)
         self.l1_step = checks.choice("l1_step", l1_step, L1_STEPS)
         if self.l1_step == "sparse" and self.threat.norm != "l1":
@@ -69,12 +118,12 @@ class PGD(Attack):
 
     @property
     def deterministic(self) -> bool:
-        return not self.random_start
+        return not self.random_start or (self.start == "clean-first" and self.restarts == 1)
 
     def __repr__(self) -> str:
         extra = f", l1_step={self.l1_step!r}" if self.threat.norm == "l1" else ""
         return (f"PGD({self.threat}, steps={self.steps}, alpha={self.alpha:.4g}, random_start={self.random_start}, "
-                f"restarts={self.restarts}, loss={self.loss!r}{extra})")
+                f"start={self.start!r}, restarts={self.restarts}, loss={self.loss!r}{extra})")
 
     def run(self, images: Tensor, labels: Tensor, state: RunState) -> Tensor:
         last = images.clone()
@@ -83,7 +132,7 @@ class PGD(Attack):
             if rows.numel() == 0:
                 break
             origin = images[rows]
-            x = self._start(origin, rows, state)
+            x = self._start(origin, rows, state, restart)
             for step in range(self.steps):
                 _, grad, logits = state.loss_gradient(rows, x)
                 state.record(rows, x, logits)
@@ -97,10 +146,9 @@ class PGD(Attack):
                 state.record(rows, x, state.logits(rows, x))
         return last
 
-    def _start(self, origin: Tensor, rows: Tensor, state: RunState) -> Tensor:
-        if not self.random_start:
-            return origin.clone()
-        delta = random_in_ball(rows, state.random, origin, self.threat.norm, self.threat.eps)
+    def _start(self, origin: Tensor, rows: Tensor, state: RunState, restart: int) -> Tensor:
+        delta = start_offset(origin, rows, state.random, self.threat.norm, self.threat.eps,
+                             random_start=self.random_start, start=self.start, restart=restart)
         if self.l1_step == "sparse":
             return origin + project_l1_box(delta, origin, self.threat.eps)
         return (origin + delta).clamp_(0.0, 1.0)

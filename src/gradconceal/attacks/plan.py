@@ -36,7 +36,9 @@ from gradconceal.errors import GradconcealError, suggest
 # evaluation's job keys include it, so records of the older attack code are never resumed as if current.
 # 2: NaN/inf logits never count as success, and a sample with a non-finite logit, loss or gradient is
 # recorded as non-finite (never robust) instead of robust.
-ATTACK_SEMANTICS_VERSION = 2
+# 3: PGD and APGD take ``start`` ("foolbox": every run uniform in the ball, as before; "clean-first": the first
+# run at the clean image, restarts at a radius uniform in [0, eps]); FAB and FAB-T added.
+ATTACK_SEMANTICS_VERSION = 3
 
 VIEWS: Tuple[str, ...] = ("plain", "bpda", "eot", "bpda+eot", "transfer")
 GROUPS: Tuple[str, ...] = ("white-box", "adaptive", "sweep")

@@ -1,7 +1,8 @@
 """Attacks by name: ``create_attack("pgd", model, eps="8/255")`` and ``list_attacks()``.
 
-Names are the attack classes' own (``fgsm``, ``pgd``, ``apgd``, ``cw``, ``square``, ``transfer``) plus
-shorthands that fix a setting: ``apgd-ce``, ``apgd-dlr``, ``apgd-t`` (targeted DLR over the top wrong classes).
+Names are the attack classes' own (``fgsm``, ``pgd``, ``apgd``, ``fab``, ``cw``, ``square``, ``transfer``) plus
+shorthands that fix a setting: ``apgd-ce``, ``apgd-dlr``, ``apgd-t`` (targeted DLR over the top wrong classes),
+``fab-t`` (FAB-T: a targeted run per top wrong class).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from gradconceal.attacks.apgd import APGD
 from gradconceal.attacks.base import Attack
 from gradconceal.attacks.cw import CW
+from gradconceal.attacks.fab import FAB
 from gradconceal.attacks.fgsm import FGSM
 from gradconceal.attacks.pgd import PGD
 from gradconceal.attacks.square import Square
@@ -21,13 +23,14 @@ from gradconceal.errors import GradconcealError, suggest
 
 # Attacks that wrap another one (``transfer``) register themselves with ``register`` when their module is
 # imported (``gradconceal.attacks`` imports them all), so that this module imports none of them.
-ATTACKS: Dict[str, Type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, APGD, CW, Square)}
+ATTACKS: Dict[str, Type[Attack]] = {cls.name: cls for cls in (FGSM, PGD, APGD, FAB, CW, Square)}
 
 # shorthand -> (attack, settings it fixes)
 SHORTHANDS: Dict[str, Tuple[str, Mapping[str, Any]]] = {
     "apgd-ce": ("apgd", {"loss": "ce"}),
     "apgd-dlr": ("apgd", {"loss": "dlr"}),
     "apgd-t": ("apgd", {"loss": "dlr", "targeted": True}),
+    "fab-t": ("fab", {"targeted": True}),
 }
 
 
