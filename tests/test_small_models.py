@@ -19,9 +19,8 @@ from gradconceal.models.small import (
 from gradconceal.models.zoo import load_model
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "gradconceal" / "weights"
-SHIPPED = tuple(f"fmnist-{arch}{recipe}" for arch in ("cnn", "resnet", "vit") for recipe in ("", "-fgsm", "-pgd")) + (
-    "fmnist-convnext",
-    "fmnist-convnext-fgsm",
+SHIPPED = tuple(
+    f"fmnist-{arch}{recipe}" for arch in ("cnn", "resnet", "vit", "convnext") for recipe in ("", "-fgsm", "-pgd")
 )
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
