@@ -31,6 +31,16 @@ def _numbers(results: Path) -> Any:
     return data["rows"], [(a["label"], a["group"], a["origin"], a["settings"]) for a in data["attacks"]]
 
 
+def _without_new_counts(value: Any) -> Any:
+    """The rows without the counts added since the committed folders were written (``non_finite``: 0 there, as
+    no committed model gives NaN), so that every number the committed report has is compared."""
+    if isinstance(value, dict):
+        return {k: _without_new_counts(v) for k, v in value.items() if not (k == "non_finite" and v == 0)}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_without_new_counts(v) for v in value)
+    return value
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["lite0-photos", "fashion-mnist"])
 def test_committed_folders_rereport_with_the_same_numbers(name: str, tmp_path: Path) -> None:
@@ -49,5 +59,5 @@ def test_committed_folders_rereport_with_the_same_numbers(name: str, tmp_path: P
     shutil.copytree(committed, copy)
     results = evaluate(RESULTS / f"{name}.toml", copy, quiet=True, plots=False)
     assert results.info["computed_records"] == 0
-    assert _numbers(copy / "results.json") == _numbers(committed / "results.json")
+    assert _without_new_counts(_numbers(copy / "results.json")) == _numbers(committed / "results.json")
     assert _table_rows(copy / "report.md") == _table_rows(committed / "report.md")
