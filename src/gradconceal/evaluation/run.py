@@ -86,6 +86,7 @@ class Runner:
         self.class_names: Dict[str, Optional[List[str]]] = {}
         self._restore: List[Any] = []
         self.expected_records = 0
+        self._loaded: Optional[Tuple[str, nn.Module]] = None  # a model prepare() loaded, reused by its jobs
         # seconds_by_attack starts from the earlier finished runs' seconds (a resumed run adds its own);
         # attack_seconds is this run's alone
         self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
@@ -108,6 +109,7 @@ class Runner:
         first = list(range(min(self.n_images, self.spec.batch_size)))
         for entry in self.spec.models:  # each model once, before anything runs: its weights' fingerprint, and a
             model = self._load_model(entry)  # forward that refuses a model whose output cannot be scored
+            self._loaded = (entry.label, model)  # the last one is kept for its jobs (the first, with one model)
             self.weights[entry.label] = weights_fingerprint(model)
             with self._autocast():
                 probe_model(model, self._images(first), model_name=entry.label,
@@ -450,7 +452,9 @@ class Runner:
                 row = (job.model.label, job.defense.label)
                 if job.model.label not in bases:
                     bases.clear()  # one model in memory at a time
-                    base = bases[job.model.label] = self._load_model(job.model)
+                    kept, self._loaded = self._loaded, None
+                    base = bases[job.model.label] = (kept[1] if kept is not None and kept[0] == job.model.label
+                                                     else self._load_model(job.model))
                     self.class_names[job.model.label] = (getattr(base, "class_names", None)
                                                          or getattr(self.dataset, "class_names", None))
                 if job.plan is None:  # a new row: its clean pass
