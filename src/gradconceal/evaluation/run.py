@@ -85,7 +85,6 @@ class Runner:
         self.defended: Dict[Tuple[str, str], DefendedModel] = {}
         self.class_names: Dict[str, Optional[List[str]]] = {}
         self._restore: List[Any] = []
-        self.expected_records = 0
         self._loaded: Optional[Tuple[str, nn.Module]] = None  # a model prepare() loaded, reused by its jobs
         # seconds_by_attack starts from the earlier finished runs' seconds (a resumed run adds its own);
         # attack_seconds is this run's alone
@@ -434,7 +433,6 @@ class Runner:
                 store.rewrite(done.values())
                 log.warning("dropped %d record(s) of another configuration (--recompute)", len(drop))
             self.stats["seconds_by_attack"] = self._earlier_attack_seconds()
-            self.expected_records = len(done) + self._missing(done)
             if self._missing(done):
                 write_job_configs(self.out_dir, {job.key: job.config for job in self.jobs})
                 self._mark_report_stale()
