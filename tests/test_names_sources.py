@@ -144,6 +144,16 @@ needs_fashion_mnist = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="datase
         ("mnist", False),
         ("Photos", False),
         ("", False),
+        ("photos@240", True),
+        ("imagenet@240:{tmp}/val", True),
+        ("imagenet@260:flat:labels.txt", True),
+        ("photos@0", False),
+        ("photos@240.5", False),
+        ("photos@", False),
+        ("imagenet@5000:{tmp}/val", False),
+        ("imagenet:{tmp}/val@260", False),
+        ("fashion-mnist@28", False),
+        ("digits@8", False),
     ],
 )
 def test_spec_and_load_dataset_agree_on_data_sources(files: Path, source: str, valid: bool) -> None:

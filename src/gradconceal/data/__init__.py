@@ -3,6 +3,7 @@
 Specs: ``photos`` (sample photos shipped by installed packages, hand-labelled for ImageNet), ``imagenet:PATH``
 (one folder per synset) or ``imagenet:PATH:LABELS`` (flat folder + labels file), ``fashion-mnist[:DIR]``
 (IDX files; Debian's dataset-fashion-mnist by default) and ``digits`` (scikit-learn's 8 x 8 digits).
+``photos@SIZE`` and ``imagenet@SIZE:PATH[:LABELS]`` give SIZE x SIZE images instead of 224 x 224.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from torch import Tensor
 from gradconceal._validate import optional_integer
 from gradconceal.data.base import FileImageDataset, ImageDataset, TensorImageDataset, label_sets_hit
 from gradconceal.data.classes import FASHION_MNIST_CLASSES, imagenet_class_names, imagenet_synsets
-from gradconceal.data.images import center_crop_transform, open_rgb
+from gradconceal.data.images import center_crop_transform, open_rgb, resize_for_crop
 from gradconceal.data.sources import KINDS, DataSource, check_data_source, parse_data_source
 from gradconceal.errors import GradconcealError
 
@@ -49,6 +50,8 @@ def load_dataset(
     """Open the data source ``spec``; ``limit`` keeps the first N images (deterministic order).
 
     ``transform`` (PIL RGB image -> tensor) replaces the default resize 256 / crop 224 of ImageNet folders;
+    ``imagenet@SIZE:PATH`` resizes to round(SIZE / 0.875) and crops SIZE instead (timm's default crop_pct);
+    ``photos@SIZE`` resizes the photos' shorter side to SIZE and crops SIZE, as ``photos`` does at 224.
     ``download=True`` lets Fashion-MNIST be fetched by torchvision when its files are not found.
     ``workers`` (an int >= 0) decodes an ImageNet folder's images once, up front, in that many DataLoader
     worker processes (0: in this process), and serves them from memory after (``FileImageDataset.preload``:
@@ -66,11 +69,15 @@ def load_dataset(
         raise GradconcealError("pin_memory=True applies to images decoded up front: give workers too (0 or more)")
     if transform is not None and source.kind != "imagenet":
         raise GradconcealError(f"transform applies to 'imagenet:PATH' data only, not {spec!r}")
+    if transform is not None and source.size is not None:
+        raise GradconcealError(
+            f"give the image size in the source ({spec!r}) or a transform, not both: the transform decides the size"
+        )
     check_data_source(source, split=split, download=download)
     if source.kind == "photos":
         from gradconceal.data.photos import PhotoDataset
 
-        return PhotoDataset(limit=limit)
+        return PhotoDataset(limit=limit) if source.size is None else PhotoDataset(limit=limit, size=source.size)
     if source.kind == "digits":
         from gradconceal.data.digits import load_digits
 
@@ -82,6 +89,8 @@ def load_dataset(
     from gradconceal.data.imagenet import load_imagenet
 
     assert source.folder is not None  # parse_data_source refuses 'imagenet' without a folder
+    if source.size is not None:
+        transform = center_crop_transform(source.size, resize=resize_for_crop(source.size), interpolation="bicubic")
     dataset = load_imagenet(source.folder, source.labels, transform=transform).take(limit)
     if workers is not None:
         dataset.preload(workers=workers, pin_memory=pin_memory)

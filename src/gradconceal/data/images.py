@@ -17,6 +17,8 @@ from gradconceal.errors import GradconcealError
 
 log = logging.getLogger(__name__)
 
+CROP_PCT = 0.875  # timm's default share of the resized image the centre crop keeps (224 of 256)
+
 _INTERPOLATIONS = {
     "bilinear": transforms.InterpolationMode.BILINEAR,
     "bicubic": transforms.InterpolationMode.BICUBIC,
@@ -86,3 +88,10 @@ def center_crop_transform(
             transforms.ToTensor(),
         ]
     )
+
+
+def resize_for_crop(size: int, crop_pct: float = CROP_PCT) -> int:
+    """The shorter side to resize to before a centre crop of ``size`` keeps ``crop_pct`` of it: 256 for 224."""
+    if size < 1 or not 0 < crop_pct <= 1:
+        raise GradconcealError(f"need size >= 1 and 0 < crop_pct <= 1, got size={size}, crop_pct={crop_pct}")
+    return round(size / crop_pct)

@@ -22,6 +22,7 @@ from gradconceal.errors import GradconcealError
 PHOTO_SIZE = 224
 # Shorter side straight to 224 (no 256 -> 224 crop): the photos are framed on their subject, and on them
 # EfficientNet-Lite0 gets 8/9 right this way against 7/9 with resize 256 + crop 224 (gradconceal.models.pretrained).
+# At another size ('photos@240') likewise: shorter side to the size, then the central square.
 PHOTO_RESIZE = 224
 _LABELS_FILE = Path(__file__).with_name("photos.json")
 
@@ -46,17 +47,19 @@ def photo_path(record: Dict[str, Any]) -> Path:
 
 
 class PhotoDataset(TensorImageDataset):
-    """The sample photos as 3 x 224 x 224 pixels in [0, 1]; ``targets`` = primary labels, ``label_sets`` = accepted."""
+    """The sample photos as 3 x ``size`` x ``size`` pixels in [0, 1] (224: the 'photos' source, else 'photos@SIZE');
+    ``targets`` = primary labels, ``label_sets`` = accepted."""
 
-    def __init__(self, limit: Optional[int] = None) -> None:
+    def __init__(self, limit: Optional[int] = None, *, size: int = PHOTO_SIZE) -> None:
         records = photo_records()[:limit] if limit is not None else photo_records()
-        transform = center_crop_transform(PHOTO_SIZE, resize=PHOTO_RESIZE, interpolation="bicubic")
+        resize = PHOTO_RESIZE if size == PHOTO_SIZE else size
+        transform = center_crop_transform(size, resize=resize, interpolation="bicubic")
         images = torch.stack([transform(open_rgb(photo_path(record))) for record in records])
         super().__init__(
             images,
             [int(record["labels"][0]) for record in records],
             class_names=imagenet_class_names(),
-            name="photos",
+            name="photos" if size == PHOTO_SIZE else f"photos@{size}",
             source=str(_LABELS_FILE),
         )
         self.label_sets: List[Set[int]] = [set(int(label) for label in record["labels"]) for record in records]
