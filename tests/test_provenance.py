@@ -136,15 +136,25 @@ def test_results_json_records_what_made_the_numbers(tmp_path: Path) -> None:
 
 
 def test_an_older_folder_re_reports_but_never_resumes(tmp_path: Path) -> None:
-    copy = tmp_path / "lite0-photos"
-    shutil.copytree(RESULTS / "lite0-photos", copy)
-    spec = RESULTS / "lite0-photos.toml"
-    from gradconceal.evaluation.spec import read_spec_file
+    import dataclasses
 
-    raw = read_spec_file(spec)
-    extended = {**raw, "attacks": [*raw["attacks"], {"label": "FGSM 4/255", "attack": "fgsm", "eps": "4/255"}]}
+    from gradconceal.evaluation.plan import plan_attacks, plan_jobs
+    from gradconceal.evaluation.spec import load_spec
+
+    spec = _spec({"source": "digits", "n": 6}, models=["mine"])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    first = evaluate(spec, tmp_path / "old", quiet=True, plots=False, models={"mine": model})
+    # what records version 1 wrote: job keys without weights or attack code, no image fingerprints
+    parsed = load_spec(spec, extra_models=["mine"])
+    legacy = {job.labels: job.legacy_key for job in plan_jobs(parsed, plan_attacks(parsed, (1, 8, 8)), {"mine": "w"},
+                                                                ("mine",))}
+    store = RecordStore(tmp_path / "old")
+    store.rewrite([dataclasses.replace(r, job=legacy[r.key[:3]], image=None) for r in store.load().values()])
+    again = evaluate(spec, tmp_path / "old", quiet=True, plots=False, models={"mine": model})
+    assert _numbers(again) == _numbers(first) and again.info["computed_records"] == 0
+    extended = {**spec, "attacks": [*spec["attacks"], {"label": "FGSM 4/255", "attack": "fgsm", "eps": "4/255"}]}
     with pytest.raises(GradconcealError, match=r"made by an older gradconceal .*re-reported as it is but not resumed"):
-        evaluate(extended, copy, quiet=True, plots=False)
+        evaluate(extended, tmp_path / "old", quiet=True, plots=False, models={"mine": model})
 
 
 # -- the user's files and the run's own files -----------------------------------------------------------

@@ -27,7 +27,7 @@ PRESET_SPEC = {
 
 
 CUTS = {"pgd": {"steps": 2}, "cw": {"steps": 3, "binary_search_steps": 1}, "apgd": {"steps": 2},
-        "square": {"n_queries": 20}, "fgsm": {}}
+        "square": {"n_queries": 20}, "fgsm": {}, "fab": {"steps": 2, "n_target_classes": 2}}
 
 
 def _quick_overrides(spec: dict) -> dict:

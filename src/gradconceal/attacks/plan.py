@@ -38,7 +38,10 @@ from gradconceal.errors import GradconcealError, suggest
 # recorded as non-finite (never robust) instead of robust.
 # 3: PGD and APGD take ``start`` ("foolbox": every run uniform in the ball, as before; "clean-first": the first
 # run at the clean image, restarts at a radius uniform in [0, eps]); FAB and FAB-T added.
-ATTACK_SEMANTICS_VERSION = 3
+# 4: the adaptive preset's PGD and APGD start at the clean image ("clean-first") and the preset holds AutoAttack's
+# standard ensemble (cascades); plans carry ``cascade`` (an attack sees only images still robust after the
+# earlier members of its cascade) and ``n`` (how many images it attacks).
+ATTACK_SEMANTICS_VERSION = 4
 
 VIEWS: Tuple[str, ...] = ("plain", "bpda", "eot", "bpda+eot", "transfer")
 GROUPS: Tuple[str, ...] = ("white-box", "adaptive", "sweep")
@@ -105,6 +108,11 @@ class AttackPlan:
     reason: Optional[str] = None  # why settings differ from the preset (e.g. the demo's time budget)
     norm: Optional[str] = None
     eps: Optional[float] = None
+    # The cascade the attack belongs to (AutoAttack's protocol): in each row it runs only on the images that
+    # are still robust after the earlier attacks of the same cascade; its column is then the cascade's robust
+    # accuracy so far, and the last member's is the ensemble's. None: every clean-correct image.
+    cascade: Optional[str] = None
+    n: Optional[int] = None  # the first n images of the data are attacked (None: all of them)
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
@@ -112,6 +120,14 @@ class AttackPlan:
         if self.group not in GROUPS:
             raise GradconcealError(f"group must be one of {list(GROUPS)}, got {self.group!r}")
         object.__setattr__(self, "settings", dict(self.settings))
+        if self.n is not None and (isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1):
+            raise GradconcealError(f"attack {self.label!r}: n (images to attack) must be an integer >= 1, got {self.n!r}")
+        if self.cascade is not None and (not isinstance(self.cascade, str) or not self.cascade.strip()):
+            raise GradconcealError(f"attack {self.label!r}: cascade must be a non-empty name, got {self.cascade!r}")
+
+    def images(self, n_images: int) -> int:
+        """How many of the data's first ``n_images`` images this attack runs on."""
+        return n_images if self.n is None else min(self.n, n_images)
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
@@ -162,13 +178,20 @@ class AttackPlan:
 
     # -- serialisation -----------------------------------------------------------------------------------
     def config(self) -> Dict[str, Any]:
-        """What decides the attack's records (compared on resume to refuse mixing two configurations)."""
-        return {"attack": self.attack, "view": self.view, "settings": jsonable(dict(self.settings))}
+        """What decides the attack's records (compared on resume to refuse mixing two configurations); ``n``
+        does not (a record of image i is the same whatever the count), ``cascade`` does (the evaluation's job
+        key adds the earlier members' configurations)."""
+        out: Dict[str, Any] = {"attack": self.attack, "view": self.view, "settings": jsonable(dict(self.settings))}
+        if self.cascade is not None:
+            out["cascade"] = self.cascade
+        return out
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-ready dict (``AttackPlan.from_dict`` reads it back)."""
         out = {"label": self.label, "group": self.group, "origin": self.origin, **self.config()}
         out.update(norm=self.norm, eps=self.eps, keep=self.keep)
+        if self.n is not None:
+            out["n"] = self.n
         if self.reason:
             out["reason"] = self.reason
         return out
@@ -176,7 +199,8 @@ class AttackPlan:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "AttackPlan":
         """The plan written by ``to_dict`` (unknown keys are an error)."""
-        known = ("label", "attack", "settings", "view", "group", "origin", "keep", "reason", "norm", "eps")
+        known = ("label", "attack", "settings", "view", "group", "origin", "keep", "reason", "norm", "eps", "cascade",
+                 "n")
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise GradconcealError(f"attack plan has unknown keys {unknown}; known: {sorted(known)}")

@@ -15,6 +15,12 @@ Where the numbers come from (docs/attacks.md has the full table):
   max_iter=20, num_random_init=1)``: step 120 = 3/40 of 1600.
 * C&W-L2: the paper gives no settings; ours are binary search 5 x 100 Adam steps, lr 0.01, c0 = 0.1,
   kappa 0, success only inside the L2 budget (see ``CW``).
+* adaptive: a BPDA version of each paper attack, BPDA+EOT PGD-Linf, BPDA APGD-DLR, Square 1000, transfer PGD (PGD
+  and APGD start at the clean image, restarts at a radius uniform in [0, eps]: ``start="clean-first"``), then
+  AutoAttack's standard ensemble (Croce & Hein 2020: APGD-CE, APGD-T over 9 target classes, FAB-T over 9, Square
+  5000 queries) at the paper's Linf and L2 budgets through the attacker's view (BPDA), each norm a cascade in
+  AutoAttack's order, so each attack sees only the images still robust; on a model with random layers the
+  cascade goes on with AutoAttack's "rand" flavour (APGD-CE and APGD-DLR, EOT over 20 draws per gradient).
 * autoattack-like: AutoAttack's "standard" version (Croce & Hein 2020): APGD-CE 100 steps, APGD-T 100 steps
   over 9 target classes, Square 5000 queries with p_init 0.8; FAB-T is left out. Linf 4/255 for
   ImageNet-sized inputs (RobustBench's ImageNet threat model), 8/255 for small images (its CIFAR one).
@@ -23,7 +29,7 @@ Where the numbers come from (docs/attacks.md has the full table):
 from __future__ import annotations
 
 import math
-from typing import Any, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 from gradconceal.attacks.plan import AttackPlan, group_of
 from gradconceal.errors import GradconcealError, suggest
@@ -31,11 +37,14 @@ from gradconceal.errors import GradconcealError, suggest
 REFERENCE_SIZE: Tuple[int, int, int] = (3, 224, 224)
 PRESETS: Tuple[str, ...] = ("paper", "paper-l1-sparse", "adaptive", "autoattack-like")
 EOT_SAMPLES = 10  # draws per gradient in the adaptive preset's EOT attack (as in Athalye et al.'s EOT demos)
+ENSEMBLE_EOT_SAMPLES = 20  # AutoAttack's "rand" version: 20 draws per gradient
+ENSEMBLE_PREFIX = "AA"  # labels of the adaptive preset's AutoAttack ensemble: 'AA APGD-CE-Linf', ...
 
 
-def _plan(origin: str, label: str, attack: str, settings: Mapping[str, Any], view: str = "plain") -> AttackPlan:
+def _plan(origin: str, label: str, attack: str, settings: Mapping[str, Any], view: str = "plain",
+          cascade: Optional[str] = None) -> AttackPlan:
     """A preset's attack, grouped by what its attacker sees (``group_of``)."""
-    return AttackPlan(label, attack, settings, view=view, group=group_of(attack, view), origin=origin)
+    return AttackPlan(label, attack, settings, view=view, group=group_of(attack, view), origin=origin, cascade=cascade)
 
 
 def _scaled(value: float, norm: str, image_size: Sequence[int]) -> float:
@@ -72,18 +81,48 @@ def _paper(image_size: Sequence[int], sparse_l1: bool) -> List[AttackPlan]:
     ]
 
 
+def _clean_first(settings: Mapping[str, Any]) -> dict:
+    """PGD settings of the paper with the start that never weakens an attack (the first run at the clean image)."""
+    return {**settings, "start": "clean-first"}
+
+
+def _ensemble(image_size: Sequence[int], norm: str) -> List[AttackPlan]:
+    """AutoAttack's standard ensemble at the paper's ``norm`` budget, as one cascade through BPDA, then its
+    "rand" flavour (EOT over 20 draws), which applies only to models with random layers."""
+    eps: Any = "8/255" if norm == "linf" else _budget(8.0, "l2", image_size)
+    tag = norm.capitalize()
+    cascade, origin = f"AutoAttack-{tag}", "adaptive"
+    budget = {"norm": norm, "eps": eps}
+    apgd = {**budget, "steps": 100, "restarts": 1, "start": "clean-first"}
+    return [
+        _plan(origin, f"{ENSEMBLE_PREFIX} APGD-CE-{tag}", "apgd", {**apgd, "loss": "ce"}, "bpda", cascade),
+        _plan(origin, f"{ENSEMBLE_PREFIX} APGD-T-{tag}", "apgd", {**apgd, "loss": "dlr", "targeted": True,
+                                                                 "n_target_classes": 9}, "bpda", cascade),
+        _plan(origin, f"{ENSEMBLE_PREFIX} FAB-T-{tag}", "fab", {**budget, "steps": 100, "restarts": 1, "targeted": True,
+                                                               "n_target_classes": 9}, "bpda", cascade),
+        _plan(origin, f"{ENSEMBLE_PREFIX} Square-{tag}", "square", {**budget, "n_queries": 5000, "p_init": 0.8},
+              "plain", cascade),
+        _plan(origin, f"{ENSEMBLE_PREFIX}+EOT APGD-CE-{tag}", "apgd",
+              {**apgd, "loss": "ce", "eot_samples": ENSEMBLE_EOT_SAMPLES}, "bpda+eot", cascade),
+        _plan(origin, f"{ENSEMBLE_PREFIX}+EOT APGD-DLR-{tag}", "apgd",
+              {**apgd, "loss": "dlr", "eot_samples": ENSEMBLE_EOT_SAMPLES}, "bpda+eot", cascade),
+    ]
+
+
 def _adaptive(image_size: Sequence[int]) -> List[AttackPlan]:
     paper = {plan.label: plan for plan in _paper(image_size, sparse_l1=True)}
     origin = "adaptive"
-    plans = [_plan(origin, f"BPDA {label}", plan.attack, plan.settings, view="bpda") for label, plan in paper.items()]
-    plans.append(_plan(origin, "BPDA+EOT PGD-Linf", "pgd", {**paper["PGD-Linf"].settings, "eot_samples": EOT_SAMPLES},
-                       view="bpda+eot"))
+    plans = [_plan(origin, f"BPDA {label}", plan.attack,
+                   _clean_first(plan.settings) if plan.attack == "pgd" else plan.settings, view="bpda")
+             for label, plan in paper.items()]
+    pgd_linf = _clean_first(paper["PGD-Linf"].settings)
+    plans.append(_plan(origin, "BPDA+EOT PGD-Linf", "pgd", {**pgd_linf, "eot_samples": EOT_SAMPLES}, view="bpda+eot"))
     plans.append(_plan(origin, "BPDA APGD-DLR-Linf", "apgd", {"norm": "linf", "eps": "8/255", "steps": 50, "loss": "dlr",
-                                                             "restarts": 1}, view="bpda"))
+                                                             "restarts": 1, "start": "clean-first"}, view="bpda"))
     plans.append(_plan(origin, "Square-Linf", "square", {"norm": "linf", "eps": "8/255", "n_queries": 1000,
                                                          "p_init": 0.8}))
-    plans.append(_plan(origin, "Transfer PGD-Linf", "pgd", paper["PGD-Linf"].settings, view="transfer"))
-    return plans
+    plans.append(_plan(origin, "Transfer PGD-Linf", "pgd", pgd_linf, view="transfer"))
+    return plans + _ensemble(image_size, "linf") + _ensemble(image_size, "l2")
 
 
 def _autoattack_like(image_size: Sequence[int]) -> List[AttackPlan]:

@@ -28,7 +28,7 @@ from gradconceal.evaluation.metrics import RowMetrics, row_metrics, split_row
 from gradconceal.evaluation.provenance import code_provenance, images_fingerprint
 from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, Key, Record
 from gradconceal.evaluation.results import Results, compare, read_results
-from gradconceal.evaluation.run import Runner
+from gradconceal.evaluation.run import JUDGE_STREAM, Runner
 from gradconceal.evaluation.spec import EvalSpec, is_results_file, load_spec, read_spec_file
 
 log = logging.getLogger(__name__)
@@ -130,15 +130,19 @@ def _evaluate(runner: Runner, spec: EvalSpec, out: Path, original: Optional[Dict
     return results
 
 
-def randomness_note(seed: int) -> str:
-    """What in an evaluation is random and how it is seeded (a note of every report)."""
+def randomness_note(seed: int, draws: Optional[int] = None) -> str:
+    """What in an evaluation is random and how it is seeded (a note of every report); ``draws``: the draws an
+    adversarial image of a random defence is judged on, when the spec has such a defence."""
     return (
         f"Randomness: the random parts are PGD's and APGD's random starts, Square's proposals (windows and signs), "
         f"the draws EOT averages over, and the resize-and-pad defence's draws; FGSM, C&W, the GCM layer and the "
         f"clean pass are deterministic. Each image i draws from its own seed, sample_seed({seed}, i) (SplitMix64 of "
         f"the spec seed {seed} and the index), mixed with the attack's own 'seed' setting; the quick audit uses the "
-        f"spec seed. So the numbers do not depend on batching, resuming or the number of processes, and the clean "
-        f"and adversarial predictions of a random defence use the same draw. On CPU the same spec, seed and batch "
+        f"spec seed. So the numbers do not depend on batching, resuming or the number of processes. "
+        + (f"A random defence classifies a clean image on one draw (the image's first) and each adversarial image on "
+           f"{draws} fresh draws from a seed stream of its own (sample_seed(image seed, {JUDGE_STREAM:#x})) that no "
+           f"attack sees. " if draws else "")
+        + f"On CPU the same spec, seed and batch "
         f"size give bit-identical records; another batch size gives the same decisions, with norms that may differ "
         f"in the last digits (floating-point sums). Reproduce with `gradconceal evaluate results.json`."
     )
@@ -146,7 +150,7 @@ def randomness_note(seed: int) -> str:
 
 def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
     spec = runner.spec
-    notes: List[str] = [randomness_note(spec.seed)]
+    notes: List[str] = [randomness_note(spec.seed, spec.draws if any(d.random for d in spec.defenses) else None)]
     if getattr(runner.dataset, "label_sets", None) is not None:
         notes.append(
             "Images have sets of accepted labels (e.g. a tabby photo: 281 tabby, 282 tiger cat, 285 Egyptian cat); a "
@@ -172,6 +176,11 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
                      "unchanged); EOT attacks average the loss gradient over draws of the random layers. On a model "
                      "without GCM, BPDA is plain autograd; it runs there too so that every row's worst case covers the "
                      "same attacks. EOT without randomness is n/a: it would repeat the plain attack.")
+    cascades = sorted({p.cascade for p in runner.plans if p.cascade is not None})
+    if cascades:
+        notes.append(f"Cascade(s) {', '.join(cascades)} (AutoAttack's protocol): each member attacked only the images "
+                     "still robust after the members before it, so its column is the ensemble's result so far and the "
+                     "last applicable member's column is the ensemble's.")
     if spec.cascade:
         notes.append("Cascade: each attack ran only on the images still robust after the attacks before it, so each "
                      "attack's column is cumulative (AutoAttack style); only the worst case is comparable across specs.")

@@ -19,7 +19,7 @@ from gradconceal.evaluation.records import AttackRecord, CleanRecord, Key, Recor
 Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
 
-def wilson_interval(k: int, n: int, z: float = Z95) -> Tuple[float, float]:
+def wilson_interval(k: float, n: int, z: float = Z95) -> Tuple[float, float]:
     """Wilson score interval of a proportion k/n (0..1); (0, 1) when n is 0."""
     if n <= 0:
         return 0.0, 1.0
@@ -34,9 +34,14 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> Tuple[float, float]:
 
 @dataclass(frozen=True)
 class Rate:
-    """k of n images, with its Wilson 95 % interval; ``value`` is None when n is 0."""
+    """k of n images, with its Wilson 95 % interval; ``value`` is None when n is 0.
 
-    k: int
+    For a mean of per-image shares in [0, 1] (accuracy in expectation over a random defence's draws), ``k`` is
+    their sum: the Wilson interval then uses the binomial variance p(1 - p), an upper bound on the variance of
+    such a mean, so the interval is conservative.
+    """
+
+    k: float
     n: int
 
     @property
@@ -80,6 +85,12 @@ class AttackMetrics:
     ar_8bit: Optional[Rate]
     fooled_disagreements: int  # the attack's own 'fooled' differs from the re-scored prediction
     non_finite: int = 0  # images with NaN or inf logits, loss or gradients (counted as not robust)
+    images: int = 0  # images of the data the attack covered (the first ``images``)
+    draws: int = 1  # draws of a random defence each adversarial image was judged on
+    # a random defence's AR and robust accuracy in expectation over the draws (``ar``/``robust`` are the worst
+    # case: an image counts only when every draw classifies it correctly); None for a deterministic defence
+    ar_expected: Optional[Rate] = None
+    robust_expected: Optional[Rate] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -95,6 +106,10 @@ class AttackMetrics:
             "ar_8bit": self.ar_8bit.to_dict() if self.ar_8bit else None,
             "fooled_disagreements": self.fooled_disagreements,
             "non_finite": self.non_finite,
+            "images": self.images,
+            "draws": self.draws,
+            "ar_expected": self.ar_expected.to_dict() if self.ar_expected else None,
+            "robust_accuracy_expected": self.robust_expected.to_dict() if self.robust_expected else None,
         }
 
 
@@ -110,6 +125,9 @@ class RowMetrics:
     worst_all: Optional[Tuple[Rate, Rate]] = None  # over every attack of the table
     # over the presets' attacks only, where the spec adds others (e.g. larger budgets); None otherwise
     worst_presets: Optional[Tuple[Rate, Rate]] = None
+    # a random defence's worst case over all attacks in expectation over draws: per image, the lowest share of
+    # draws correct under any attack
+    worst_all_expected: Optional[Tuple[Rate, Rate]] = None
     sweep: List[Dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -124,6 +142,7 @@ class RowMetrics:
             "worst_case_white_box": pair(self.worst_white_box),
             "worst_case_all": pair(self.worst_all),
             "worst_case_presets": pair(self.worst_presets),
+            "worst_case_all_expected": pair(self.worst_all_expected),
             "sweep": self.sweep,
         }
 
@@ -133,7 +152,9 @@ def _median(values: Sequence[float]) -> Optional[float]:
 
 
 def attack_metrics(plan: AttackPlan, records: Sequence[AttackRecord], n_images: int) -> AttackMetrics:
-    """Metrics of one attack from its records (one per image of the row)."""
+    """Metrics of one attack from its records (one per image it covered: the first ``plan.images(n_images)``)."""
+    covered = plan.images(n_images)
+    records = [r for r in records if r.index < covered]
     clean_correct = [r for r in records if r.clean_correct]
     attacked = [r for r in clean_correct if r.attacked]
     survived = sum(1 for r in clean_correct if r.correct)
@@ -146,11 +167,17 @@ def attack_metrics(plan: AttackPlan, records: Sequence[AttackRecord], n_images: 
         ar_8bit = Rate(kept, len(clean_correct))
     disagreements = sum(1 for r in attacked if r.fooled is not None and not r.non_finite
                         and bool(r.fooled) == bool(r.correct))
+    random = any(r.correct_draws is not None for r in attacked)
+    expected = sum(r.correct_share for r in clean_correct) if random else None
     return AttackMetrics(
         attack=plan.label,
         group=plan.group,
         ar=Rate(survived, len(clean_correct)),
-        robust=Rate(survived, n_images),
+        robust=Rate(survived, covered),
+        images=covered,
+        draws=max((r.draws for r in attacked), default=1),
+        ar_expected=Rate(expected, len(clean_correct)) if expected is not None else None,
+        robust_expected=Rate(expected, covered) if expected is not None else None,
         attacked=len(attacked),
         mean_norm=(sum(float(r.norm) for r in broken if r.norm is not None) / len(broken)) if broken else None,
         median_grad_evals=_median([float(r.grad_evals) for r in attacked]),
@@ -162,16 +189,34 @@ def attack_metrics(plan: AttackPlan, records: Sequence[AttackRecord], n_images: 
     )
 
 
-def worst_case(clean: Sequence[CleanRecord], per_attack: Iterable[Sequence[AttackRecord]]) -> Tuple[Rate, Rate]:
-    """(AR, robust accuracy) when each image faces its own strongest attack among ``per_attack``."""
+def worst_case(clean: Sequence[CleanRecord], per_attack: Iterable[Sequence[AttackRecord]],
+               images: Optional[int] = None) -> Tuple[Rate, Rate]:
+    """(AR, robust accuracy) when each image faces its own strongest attack among ``per_attack``, over the first
+    ``images`` images (all of ``clean`` when None: the images every attack covered)."""
+    clean = [r for r in clean if images is None or r.index < images]
     robust = {r.index: r.correct for r in clean}
     for records in per_attack:
         for r in records:
-            if not r.correct:
+            if r.index in robust and not r.correct:
                 robust[r.index] = False
     n_correct = sum(1 for r in clean if r.correct)
     survived = sum(1 for r in clean if r.correct and robust[r.index])
     return Rate(survived, n_correct), Rate(survived, len(clean))
+
+
+def worst_case_expected(clean: Sequence[CleanRecord], per_attack: Iterable[Sequence[AttackRecord]],
+                        images: Optional[int] = None) -> Tuple[Rate, Rate]:
+    """(AR, robust accuracy) in expectation over a random defence's draws when each image faces the attack
+    with its lowest share of correct draws, over the first ``images`` images."""
+    clean = [r for r in clean if images is None or r.index < images]
+    share = {r.index: 1.0 if r.correct else 0.0 for r in clean}
+    for records in per_attack:
+        for r in records:
+            if r.index in share:
+                share[r.index] = min(share[r.index], r.correct_share)
+    n_correct = sum(1 for r in clean if r.correct)
+    expected = sum(share[r.index] for r in clean if r.correct)
+    return Rate(expected, n_correct), Rate(expected, len(clean))
 
 
 def row_metrics(
@@ -188,15 +233,21 @@ def row_metrics(
     table_plans = [p for p in plans if p.group != "sweep"]
     for plan in table_plans:
         row.attacks[plan.label] = attack_metrics(plan, records.get(plan.label, []), n) if applicable[plan.label] else None
-    white = [records.get(p.label, []) for p in table_plans if p.group == "white-box" and applicable[p.label]]
-    every = [records.get(p.label, []) for p in table_plans if applicable[p.label]]
+    def worst(chosen: Sequence[AttackPlan]) -> Tuple[Rate, Rate]:  # over the images every chosen attack covered
+        return worst_case(clean, [records.get(p.label, []) for p in chosen], min(p.images(n) for p in chosen))
+
+    white = [p for p in table_plans if p.group == "white-box" and applicable[p.label]]
+    every = [p for p in table_plans if applicable[p.label]]
     if white:
-        row.worst_white_box = worst_case(clean, white)
+        row.worst_white_box = worst(white)
     if every:
-        row.worst_all = worst_case(clean, every)
-    presets = [records.get(p.label, []) for p in table_plans if applicable[p.label] and p.origin != "explicit"]
+        row.worst_all = worst(every)
+        if any(m is not None and m.ar_expected is not None for m in row.attacks.values()):
+            row.worst_all_expected = worst_case_expected(clean, [records.get(p.label, []) for p in every],
+                                                         min(p.images(n) for p in every))
+    presets = [p for p in table_plans if applicable[p.label] and p.origin != "explicit"]
     if presets and len(presets) < len(every):
-        row.worst_presets = worst_case(clean, presets)
+        row.worst_presets = worst(presets)
     for plan in plans:
         if plan.group != "sweep" or not applicable[plan.label]:
             continue

@@ -98,18 +98,25 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
                 if label not in labels:
                     raise GradconcealError(f"{where}.overrides: preset {entry.preset!r} has no attack {label!r}"
                                            f"{suggest(label, labels)}; its attacks: {', '.join(labels)}")
+            if isinstance(entry.n, Mapping):
+                import fnmatch
+
+                for pattern in entry.n:
+                    if not any(label == pattern or fnmatch.fnmatchcase(label, pattern) for label in labels):
+                        raise GradconcealError(f"{where}.n: {pattern!r} matches no attack of preset {entry.preset!r}"
+                                               f"{suggest(pattern, labels)}; its attacks: {', '.join(labels)}")
             for s in specs:
                 settings = {**dict(s.settings), **dict(entry.overrides.get(s.label, {}))}
                 changed = s.label in entry.overrides
                 norm, eps = validate_attack(s.attack, settings, s.view, image_size, f"{where} ({entry.preset}: {s.label})")
-                plans.append(dataclasses.replace(s, settings=settings, keep=keep,
+                plans.append(dataclasses.replace(s, settings=settings, keep=keep, n=entry.images_for(s.label),
                                                  reason=entry.reason if changed else None, norm=norm, eps=eps))
             continue
         assert entry.attack is not None and entry.label is not None
         norm, eps = validate_attack(entry.attack, entry.settings, entry.view, image_size, f"{where} ({entry.label})")
         plans.append(AttackPlan(label=entry.label, attack=entry.attack, settings=dict(entry.settings), view=entry.view,
                                 group=group_of(entry.attack, entry.view), origin="explicit", keep=keep,
-                                reason=entry.reason, norm=norm, eps=eps))
+                                reason=entry.reason, norm=norm, eps=eps, n=entry.images_for(entry.label)))
     if spec.sweep is not None:
         sweep = spec.sweep
         for norm, values in sweep.eps.items():
@@ -163,10 +170,12 @@ class Job:
 
 
 def job_config(spec: EvalSpec, model: ModelEntry, defense: DefenseEntry, plan: Optional[AttackPlan],
-               in_memory: bool, weights: str) -> Dict[str, Any]:
+               in_memory: bool, weights: str, before: Sequence[AttackPlan] = ()) -> Dict[str, Any]:
     """What decides a job's records: the model and its weights' fingerprint, the defence, the attack, the data
-    source, seed and dtype, the attack code's semantics version and the records' format version."""
-    return {
+    source, seed and dtype, the attack code's semantics version and the records' format version; for an attack
+    on a random defence, the draws each adversarial image is judged on; for a cascade member, the earlier
+    members' configurations (``before``: which images it sees depends on them)."""
+    config: Dict[str, Any] = {
         "records_version": RECORDS_VERSION,
         "attack_semantics": ATTACK_SEMANTICS_VERSION,
         "model": {**({"in_memory": model.name} if in_memory else model.to_dict()), "weights": weights},
@@ -176,6 +185,11 @@ def job_config(spec: EvalSpec, model: ModelEntry, defense: DefenseEntry, plan: O
         "seed": spec.seed,
         "dtype": spec.dtype,
     }
+    if plan is not None and defense.random:
+        config["draws"] = spec.draws
+    if plan is not None and before:
+        config["cascade_before"] = [p.config() for p in before]
+    return config
 
 
 def legacy_job_config(spec: EvalSpec, model: ModelEntry, defense: DefenseEntry, plan: Optional[AttackPlan],
@@ -201,11 +215,12 @@ def plan_jobs(spec: EvalSpec, plans: Sequence[AttackPlan], weights: Mapping[str,
     jobs: List[Job] = []
     for model in spec.models:
         for defense in spec.defenses:
-            for plan in [None, *ordered]:
-                if plan is not None and not plan.applies(random=defense.random):
-                    continue
+            applied = [p for p in ordered if p.applies(random=defense.random)]
+            for plan in [None, *applied]:
                 user = model.name in in_memory
-                config = job_config(spec, model, defense, plan, user, weights[model.label])
+                before = [] if plan is None or plan.cascade is None else \
+                    [p for p in applied[:applied.index(plan)] if p.cascade == plan.cascade]
+                config = job_config(spec, model, defense, plan, user, weights[model.label], before)
                 legacy = job_hash(legacy_job_config(spec, model, defense, plan, user))
                 jobs.append(Job(model, defense, plan, config, job_hash(config), legacy))
     return jobs

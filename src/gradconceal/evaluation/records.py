@@ -59,6 +59,11 @@ class AttackRecord:
     ``*_8bit`` the decision after rounding the image to 8-bit pixels (None when not attacked); ``non_finite``
     that the model gave NaN or infinite logits, loss or gradients for this image during the attack or on its
     result (then ``correct`` is False: a broken computation is never robustness).
+
+    On a defence with random layers the adversarial image is judged on ``draws`` fresh draws of them:
+    ``correct_draws`` of them classify it correctly, ``correct`` (and ``correct_8bit``) hold only when all of
+    them do (the worst case over draws), and ``adv_pred`` is the first wrong draw's prediction. A deterministic
+    defence is judged once (``draws`` 1, ``correct_draws`` None).
     """
 
     model: str
@@ -79,6 +84,8 @@ class AttackRecord:
     correct_8bit: Optional[bool] = None
     image: Optional[str] = None  # fingerprint of the image and its labels (None in folders made before it existed)
     non_finite: bool = False  # NaN or inf logits, loss or gradient for this image: never counted as robust
+    draws: int = 1  # draws of the defence's random layers the adversarial image was judged on
+    correct_draws: Optional[int] = None  # how many of them classified it correctly (random defences only)
 
     @property
     def key(self) -> Key:
@@ -89,11 +96,21 @@ class AttackRecord:
         """Whether the attack ran on this image (not skipped)."""
         return self.status == "attacked"
 
+    @property
+    def correct_share(self) -> float:
+        """The share of draws that classify the adversarial image correctly (0 or 1 when judged once or skipped)."""
+        if self.correct_draws is None or not self.attacked:
+            return 1.0 if self.correct else 0.0
+        return self.correct_draws / self.draws
+
     def to_dict(self) -> Dict[str, Any]:
-        """The JSON object of this record (``image`` left out when unknown, as in older folders)."""
+        """The JSON object of this record (``image`` left out when unknown, as in older folders; ``draws`` and
+        ``correct_draws`` only for a random defence)."""
         out = asdict(self)
         if out["image"] is None:
             del out["image"]
+        if out["correct_draws"] is None and out["draws"] == 1:
+            del out["draws"], out["correct_draws"]
         return out
 
 

@@ -122,7 +122,10 @@ def markdown_report(results: Results) -> str:
         "correct under the attack; it can exceed clean accuracy. Each cell: AR % [95 % Wilson interval]. "
         f"Columns up to 'Worst, {white_box_worst_title(results.plans)}' are " + GROUP_TITLES["white-box"] + "; the columns after it are "
         + GROUP_TITLES["adaptive"] + ". 'Worst' counts an image as robust only if it survives every attack of "
-        "the group (per-sample worst case); 'Worst, preset attacks', where the spec adds attacks of its own (larger "
+        "the group (per-sample worst case); an attack labelled '(first N)' ran on the first N images only (the "
+        "spec's per-attack `n`), and a worst case over it covers those images; attacks of a cascade (AutoAttack's "
+        "ensemble, 'AA ...') run only on images still robust after the earlier ones, so each such column is the "
+        "ensemble's result so far and its last column the ensemble's; 'Worst, preset attacks', where the spec adds attacks of its own (larger "
         "budgets, say), is the same over the presets' attacks only. 'n/a': the attacker's view has nothing to act on in that defence (BPDA "
         "needs a concealment layer, EOT a random layer); there it would repeat the plain attack."
     )
@@ -133,6 +136,19 @@ def markdown_report(results: Results) -> str:
         parts += ["**Non-finite outputs.** The model gave NaN or infinite logits, loss or input gradients for these "
                   "images during the attack or on its result; they count as not robust (a broken computation is "
                   "never robustness), and such a model's numbers say little: " + "; ".join(broken) + ".", ""]
+    expected = markdown_table(results.plans, results.rows, results.info, expected=True)
+    if expected.count("\n") > 1:
+        draws = max((m.draws for r in results.rows for m in r.attacks.values() if m is not None), default=1)
+        parts += ["## Random defences: the worst case and the expectation over draws", ""]
+        parts.append(
+            f"A defence with random layers answers each query with a fresh draw, so each adversarial image was "
+            f"judged on {draws} fresh draws (the spec's `draws`). The tables above count it robust only if every "
+            "draw classifies it correctly (the worst case over draws): an attacker who may submit the image a few "
+            "times, or a defence that serves many users, fails on it at least once, and that is what the headline "
+            "uses. This table gives the same rows in expectation over the draws (per image, the share of draws "
+            "correct; its interval is Wilson's at that mean, conservative), the number a single query sees on "
+            "average. The gap between the two is how often the randomness, not the model, decides the outcome.")
+        parts += ["", expected, ""]
     parts += ["## Robust accuracy over all images (the RobustBench / AutoAttack convention)", ""]
     parts.append("Each cell: robust accuracy % [95 % Wilson interval] over all n images; a misclassified clean "
                  "image counts as not robust.")

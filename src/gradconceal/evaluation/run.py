@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -34,7 +35,7 @@ from gradconceal.evaluation.provenance import (
     write_job_configs,
 )
 from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, CleanRecord, Key, Record
-from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry, sample_seeds
+from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry, sample_seed, sample_seeds
 from gradconceal.evaluation.store import RecordStore, unpack_archive
 from gradconceal.folders import FolderLock, write_atomic
 
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 
 # What the report of a finished run consists of (written last, atomically, from the records).
 REPORT_FILES = ("report.md", "results.json", "results.csv")
+# The stream of seeds the draws judging an adversarial image use: sample_seed(image seed, JUDGE_STREAM), apart
+# from the image seed itself (the clean pass, the attack's own randomness and its draws).
+JUDGE_STREAM = 0x4A55444745
+PRELOAD_LIMIT_BYTES = 4 * 1024**3  # an image folder's images are decoded once up front when they fit in this
 STALE_BANNER = "> **Stale report:**"
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -104,6 +109,7 @@ class Runner:
             raise GradconcealError(f"data source {self.spec.data.source} has no images")
         self.n_images = min(available, self.spec.data.n or available)
         self.image_size = tuple(int(v) for v in self.dataset.image_size)
+        self._preload()
         self.plans = plan_attacks(self.spec, self.image_size)
         first = list(range(min(self.n_images, self.spec.batch_size)))
         for entry in self.spec.models:  # each model once, before anything runs: its weights' fingerprint, and a
@@ -118,6 +124,24 @@ class Runner:
         for defense in self.spec.defenses:
             if defense.random:
                 build_defended(nn.Identity(), defense, self.image_size)  # checks min_size against the image size
+
+    def _preload(self) -> None:
+        """Decode an image folder's images of this process once (in ``data.workers`` DataLoader workers, pinned
+        for CUDA) instead of on every access: each image is read by every attack of every row. Without
+        ``workers`` only when they fit in ``PRELOAD_LIMIT_BYTES``."""
+        from gradconceal.data.base import FileImageDataset
+
+        if not isinstance(self.dataset, FileImageDataset):
+            return  # the other sources are in memory already
+        mine = range(self.dist.rank, self.n_images, self.dist.world_size)
+        size = len(mine) * 4 * math.prod(int(v) for v in self.dataset.image_size)
+        workers = self.spec.data.workers
+        if workers is None and size > PRELOAD_LIMIT_BYTES:
+            log.info("%d images take %.1f GB decoded: read on every access (set data.workers to decode them once)",
+                     len(mine), size / 1e9)
+            return
+        self.dataset.preload(mine, workers=workers or 0, pin_memory=self.device.type == "cuda",
+                             progress=not self.quiet and self.dist.rank == 0)
 
     def image_id(self, index: int) -> str:
         """The fingerprint of image ``index`` (its pixels as the model sees them and its accepted labels)."""
@@ -168,8 +192,9 @@ class Runner:
         return kept, drop
 
     def _missing(self, done: Mapping[Key, Record]) -> int:
-        """How many records of this run's jobs (all images, all processes) the folder lacks."""
-        return sum(1 for job in self.jobs for i in range(self.n_images) if (*job.labels, i) not in done)
+        """How many records of this run's jobs (all their images, all processes) the folder lacks."""
+        return sum(1 for job in self.jobs for i in range(job.plan.images(self.n_images) if job.plan else self.n_images)
+                   if (*job.labels, i) not in done)
 
     def _earlier_attack_seconds(self) -> Dict[str, float]:
         """Per-job attack seconds in the earlier ``results.json`` here, for this run's jobs whose attack has the
@@ -220,9 +245,14 @@ class Runner:
             model = load_model(entry.name, weights=entry.weights, pretrained=entry.pretrained)
         size = getattr(model, "input_size", None)
         if size is not None and tuple(int(v) for v in size) != self.image_size:
+            from gradconceal.data.sources import source_at_size
+
+            sized = source_at_size(self.spec.data.source, size)
+            advice = (f"use data source {sized!r}, the same images at the model's size" if sized
+                      else "choose a data source of the model's size")
             raise GradconcealError(
                 f"model {entry.label!r} takes images of size {tuple(size)}, but {self.spec.data.source} gives "
-                f"{self.image_size}; choose a matching data source"
+                f"{self.image_size}; {advice}"
             )
         model = model.eval().to(self.device)
         if self.spec.dtype == "float64":
@@ -261,7 +291,7 @@ class Runner:
     # data ----------------------------------------------------------------------------------------------
     def _images(self, indices: Sequence[int]) -> Tensor:
         dtype = torch.float64 if self.spec.dtype == "float64" else torch.float32
-        return torch.stack([self.dataset[i][0] for i in indices]).to(self.device, dtype)
+        return self.dataset.batch(indices).to(self.device, dtype, non_blocking=True)
 
     def _accepted(self, index: int) -> List[int]:
         label_sets = getattr(self.dataset, "label_sets", None)
@@ -274,6 +304,39 @@ class Runner:
         with torch.no_grad(), seeded_randomness(model, seeds), self._autocast():
             logits = model(images)
         return logits.argmax(dim=1).tolist(), torch.isfinite(logits).all(dim=1).tolist()
+
+    def _judge(self, model: nn.Module, images: Tensor, seeds: Sequence[int], accepted: Sequence[Sequence[int]],
+               draws: int) -> Tuple[List[int], List[bool], Optional[List[int]], List[bool]]:
+        """Judge adversarial images: (prediction, correct, correct draws, finite logits) per image.
+
+        With ``draws`` > 1 (a random defence) each image is classified on that many fresh draws of the random
+        layers, from seeds of its own that no attack uses (``JUDGE_STREAM``); it is correct only when every draw
+        classifies it correctly, and its prediction is the first wrong draw's. With one draw, the defence's
+        first draw for the image (the clean pass's), as before.
+        """
+        if draws == 1:
+            preds, finite = self._predict(model, images, seeds)
+            return preds, [int(p) in a for p, a in zip(preds, accepted)], None, finite
+        judge = [sample_seed(s, JUDGE_STREAM) for s in seeds]
+        counts = [0] * len(seeds)
+        first_wrong: List[Optional[int]] = [None] * len(seeds)
+        first: List[int] = []
+        finite_all = [True] * len(seeds)
+        with torch.no_grad(), seeded_randomness(model, judge), self._autocast():
+            for draw in range(draws):
+                logits = model(images)  # each call is a fresh draw per image (its seed and its call count)
+                preds = logits.argmax(dim=1).tolist()
+                finite = torch.isfinite(logits).all(dim=1).tolist()
+                if draw == 0:
+                    first = preds
+                for j, (pred, ok) in enumerate(zip(preds, finite)):
+                    if ok and int(pred) in accepted[j]:
+                        counts[j] += 1
+                    elif first_wrong[j] is None:
+                        first_wrong[j] = int(pred)
+                    finite_all[j] = finite_all[j] and bool(ok)
+        shown = [w if w is not None else p for w, p in zip(first_wrong, first)]
+        return shown, [c == draws for c in counts], counts, finite_all
 
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
@@ -314,22 +377,29 @@ class Runner:
         return clean
 
     def _attack_pass(self, job: Job, defended: DefendedModel, shard: Sequence[int], clean: Mapping[int, CleanRecord],
-                     broken: Dict[int, bool], done: Mapping[Key, Record], store: RecordStore) -> None:
+                     broken: Dict[int, bool], done: Mapping[Key, Record], store: RecordStore,
+                     cascades: Dict[str, Dict[int, bool]]) -> None:
+        """Attack the row's images of ``shard`` (the first ``plan.n``); ``broken`` marks images any attack broke
+        (the spec-wide cascade), ``cascades`` those each named cascade broke (the plan's own cascade)."""
         plan = job.plan
         assert plan is not None  # attack jobs have a plan; the clean pass is _clean_pass
         model, defense = job.model.label, job.defense.label
+        in_cascade = cascades.setdefault(plan.cascade, {}) if plan.cascade is not None else {}
+        draws = self.spec.draws if job.defense.random else 1
         todo: List[int] = []
         skipped: List[AttackRecord] = []
         for i in shard:
+            if i >= plan.images(self.n_images):
+                continue
             existing = done.get((model, defense, plan.label, i))
             if existing is not None:
                 if not existing.correct:
-                    broken[i] = True
+                    broken[i] = in_cascade[i] = True
                 continue
             c = clean[i]
             if not c.correct:
                 status = "clean-incorrect"
-            elif self.spec.cascade and broken.get(i):
+            elif (self.spec.cascade and broken.get(i)) or in_cascade.get(i):
                 status = "cascade-skipped"
             else:
                 todo.append(i)
@@ -365,24 +435,26 @@ class Runner:
                 with self._autocast(), seeded_randomness(defended, seeds):
                     result = attack.perturb(images, labels, sample_seeds=seeds)
                 adversarial = result.adversarial.detach()
-                preds, finite = self._predict(defended, adversarial, seeds)
-                preds_8bit, finite_8bit = self._predict(defended, round_to_8bit(adversarial).to(adversarial.dtype), seeds)
+                accepted = [clean[i].accepted for i in batch]
+                preds, right, right_draws, finite = self._judge(defended, adversarial, seeds, accepted, draws)
+                preds_8bit, right_8bit, _, finite_8bit = self._judge(
+                    defended, round_to_8bit(adversarial).to(adversarial.dtype), seeds, accepted, draws)
                 non_finite = [bool(result.non_finite[j]) or not finite[j] for j in range(len(batch))]
                 records = []
                 for j, index in enumerate(batch):
-                    accepted = clean[index].accepted
-                    correct = int(preds[j]) in accepted and not non_finite[j]  # a NaN is never robustness
+                    correct = right[j] and not non_finite[j]  # a NaN is never robustness
                     records.append(AttackRecord(
                         model=model, defense=defense, attack=plan.label, index=index, job=job.key,
                         label=clean[index].label, clean_correct=True, status="attacked", correct=correct,
                         adv_pred=int(preds[j]), fooled=bool(result.fooled[j]), norm=float(result.norms[j]),
                         grad_evals=int(result.grad_evals[j]), forward_evals=int(result.forward_evals[j]),
                         adv_pred_8bit=int(preds_8bit[j]),
-                        correct_8bit=int(preds_8bit[j]) in accepted and finite_8bit[j] and not non_finite[j],
-                        image=self.image_id(index), non_finite=non_finite[j],
+                        correct_8bit=right_8bit[j] and finite_8bit[j] and not non_finite[j],
+                        image=self.image_id(index), non_finite=non_finite[j], draws=draws,
+                        correct_draws=None if right_draws is None else (0 if non_finite[j] else right_draws[j]),
                     ))
                     if not correct:
-                        broken[index] = True
+                        broken[index] = in_cascade[index] = True
                     if keep or index < self.spec.gallery:
                         save_png(adversarial[j], adversarial_path(self.out_dir, model, defense, plan.label, index))
                 store.append(records)
@@ -445,6 +517,7 @@ class Runner:
         bases: Dict[str, nn.Module] = {}
         clean: Dict[int, CleanRecord] = {}
         broken: Dict[int, bool] = {}
+        cascades: Dict[str, Dict[int, bool]] = {}
         with store:
             for job in self.jobs:
                 row = (job.model.label, job.defense.label)
@@ -458,10 +531,10 @@ class Runner:
                 if job.plan is None:  # a new row: its clean pass
                     defended = build_defended(bases[job.model.label], job.defense, self.image_size)
                     self.defended[row] = defended  # layers hold no tensors
-                    clean, broken = self._clean_pass(job, defended, shard, done, store), {}
+                    clean, broken, cascades = self._clean_pass(job, defended, shard, done, store), {}, {}
                     continue
                 self._attack_pass(job, self.defended[row], shard, clean,
-                                  broken if job.plan.group != "sweep" else {}, done, store)
+                                  broken if job.plan.group != "sweep" else {}, done, store, cascades)
         self.dist.barrier()
         if self.dist.rank == 0:
             merged = store.merge_parts()

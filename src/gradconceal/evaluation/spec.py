@@ -54,13 +54,14 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 _TOP_KEYS = (
     "format_version", "title", "models", "defenses", "data", "attacks", "sweep", "batch_size", "device",
-    "dtype", "seed", "cascade", "keep_adversarial", "gallery", "audit",
+    "dtype", "seed", "cascade", "keep_adversarial", "gallery", "audit", "draws",
 )
 _MODEL_KEYS = ("name", "label", "weights", "pretrained")
 _DEFENSE_KEYS = ("name", "label", "w", "epsilon", "min_size", "bits")
-_DATA_KEYS = ("source", "n", "split")
-_PRESET_ENTRY_KEYS = ("preset", "overrides", "reason", "keep")
-_ATTACK_ENTRY_KEYS = ("label", "attack", "view", "keep", "reason")
+_DATA_KEYS = ("source", "n", "split", "workers")
+_PRESET_ENTRY_KEYS = ("preset", "overrides", "reason", "keep", "n")
+_ATTACK_ENTRY_KEYS = ("label", "attack", "view", "keep", "reason", "n")
+DEFAULT_DRAWS = 20  # draws of a random defence each adversarial image is judged on
 _SWEEP_KEYS = ("attack", "views", "linf", "l2", "l1", "settings")
 
 PathLike = Union[str, Path]
@@ -152,11 +153,16 @@ class DataEntry:
     source: str
     n: Optional[int] = None
     split: str = "test"
+    # DataLoader worker processes that decode an image folder once before the attacks (None: decode in this
+    # process when the images fit in PRELOAD_LIMIT_BYTES, else on every access); never changes a number
+    workers: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         out: Dict[str, Any] = {"source": self.source, "split": self.split}
         if self.n is not None:
             out["n"] = self.n
+        if self.workers is not None:
+            out["workers"] = self.workers
         return out
 
 
@@ -172,6 +178,20 @@ class AttackEntry:
     settings: Mapping[str, Any] = field(default_factory=dict)
     keep: bool = False
     reason: Optional[str] = None
+    # images attacked (the data's first n): one count for the entry, or, for a preset, counts by attack label
+    # (a label or a shell-style pattern such as 'AA *'; attacks no key matches run on every image)
+    n: Union[None, int, Mapping[str, int]] = None
+
+    def images_for(self, label: str) -> Optional[int]:
+        """The image count of the attack ``label`` of this entry (None: every image)."""
+        if self.n is None or isinstance(self.n, int):
+            return self.n
+        import fnmatch
+
+        for pattern, count in self.n.items():
+            if label == pattern or fnmatch.fnmatchcase(label, pattern):
+                return count
+        return None
 
     def to_dict(self) -> Dict[str, Any]:
         if self.preset is not None:
@@ -180,6 +200,8 @@ class AttackEntry:
                 out["overrides"] = copy.deepcopy(dict(self.overrides))
         else:
             out = {"label": self.label, "attack": self.attack, "view": self.view, **copy.deepcopy(dict(self.settings))}
+        if self.n is not None:
+            out["n"] = self.n if isinstance(self.n, int) else dict(self.n)
         if self.keep:
             out["keep"] = True
         if self.reason:
@@ -221,6 +243,7 @@ class EvalSpec:
     keep_adversarial: bool = False
     gallery: int = 4
     audit: bool = True
+    draws: int = DEFAULT_DRAWS
     title: str = "gradconceal evaluation"
     format_version: int = FORMAT_VERSION
     base_dir: Path = field(default_factory=Path.cwd, compare=False, repr=False)
@@ -242,6 +265,7 @@ class EvalSpec:
             "keep_adversarial": self.keep_adversarial,
             "gallery": self.gallery,
             "audit": self.audit,
+            "draws": self.draws,
         }
         if self.sweep is not None:
             out["sweep"] = self.sweep.to_dict()
@@ -377,6 +401,7 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, extra_models: Sequence
         keep_adversarial=_bool(raw.get("keep_adversarial", False), "keep_adversarial"),
         gallery=_int(raw.get("gallery", 4), "gallery", minimum=0),
         audit=_bool(raw.get("audit", True), "audit"),
+        draws=_int(raw.get("draws", DEFAULT_DRAWS), "draws", minimum=1),
         title=_str(raw.get("title", "gradconceal evaluation"), "title"),
         format_version=FORMAT_VERSION,
         base_dir=base_dir,
@@ -510,7 +535,10 @@ def _parse_data(value: Any, base_dir: Path) -> DataEntry:
         n = _int(n, "data.n", minimum=1)
     split = _choice(value.get("split", "test"), "data.split", data_sources.SPLITS)
     source.check_split(split)
-    return DataEntry(source.to_string(), n, split)
+    workers = value.get("workers")
+    if workers is not None:
+        workers = _int(workers, "data.workers", minimum=0)
+    return DataEntry(source.to_string(), n, split, workers)
 
 
 def check_data_source(source: str, base_dir: Path) -> str:
@@ -529,6 +557,7 @@ def _parse_attacks(value: Any) -> List[AttackEntry]:
         if not isinstance(item, Mapping):
             raise GradconcealError(f"{where} must be a preset name or a table, got {item!r}")
         keep = _bool(item.get("keep", False), f"{where}.keep")
+        n = _attack_images(item.get("n"), where, "preset" in item)
         reason = _str(item["reason"], f"{where}.reason") if item.get("reason") is not None else None
         if "preset" in item:
             _check_keys(item, _PRESET_ENTRY_KEYS, where)
@@ -536,7 +565,8 @@ def _parse_attacks(value: Any) -> List[AttackEntry]:
             overrides = item.get("overrides", {})
             if not isinstance(overrides, Mapping) or not all(isinstance(v, Mapping) for v in overrides.values()):
                 raise GradconcealError(f"{where}.overrides must map attack labels to tables of settings, got {overrides!r}")
-            entries.append(AttackEntry(preset=preset, overrides=copy.deepcopy(dict(overrides)), keep=keep, reason=reason))
+            entries.append(AttackEntry(preset=preset, overrides=copy.deepcopy(dict(overrides)), keep=keep, reason=reason,
+                                       n=n))
             continue
         if "attack" not in item:
             raise GradconcealError(f"{where} needs 'preset' (one of {', '.join(_preset_names())}) or 'attack' (an attack name)")
@@ -546,8 +576,22 @@ def _parse_attacks(value: Any) -> List[AttackEntry]:
         label = _str(item.get("label", _default_attack_label(attack, settings, view)), f"{where}.label")
         if label == CLEAN_LABEL:
             raise GradconcealError(f"{where}.label {CLEAN_LABEL!r} is reserved for the clean pass")
-        entries.append(AttackEntry(label=label, attack=attack, view=view, settings=settings, keep=keep, reason=reason))
+        entries.append(AttackEntry(label=label, attack=attack, view=view, settings=settings, keep=keep, reason=reason,
+                                   n=n))
     return entries
+
+
+def _attack_images(value: Any, where: str, is_preset: bool) -> Union[None, int, Dict[str, int]]:
+    """An attack entry's ``n``: an integer >= 1, or (a preset's) a table of attack labels or patterns to integers."""
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        if not is_preset:
+            raise GradconcealError(f"{where}.n must be an integer (the images this attack runs on), got {value!r}")
+        if not value:
+            raise GradconcealError(f"{where}.n must not be an empty table")
+        return {_str(k, f"{where}.n key"): _int(v, f"{where}.n[{k!r}]", minimum=1) for k, v in value.items()}
+    return _int(value, f"{where}.n", minimum=1)
 
 
 def _preset_names() -> Sequence[str]:

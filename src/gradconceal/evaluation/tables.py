@@ -21,9 +21,12 @@ def table_plans(plans: Sequence[AttackPlan]) -> Tuple[List[AttackPlan], List[Att
     return white, adaptive
 
 
-def _cell(metrics: Optional[AttackMetrics], robust: bool = False) -> str:
+def _cell(metrics: Optional[AttackMetrics], robust: bool = False, expected: bool = False) -> str:
     if metrics is None:
         return "n/a"
+    if expected:
+        rate = metrics.robust_expected if robust else metrics.ar_expected
+        return rate.cell() if rate is not None else "-"
     return (metrics.robust if robust else metrics.ar).cell()
 
 
@@ -31,6 +34,23 @@ def _worst_cell(value: Optional[Tuple[Rate, Rate]], robust: bool = False) -> str
     if value is None:
         return "-"
     return value[1 if robust else 0].cell()
+
+
+def images_of(rows: Sequence[RowMetrics]) -> int:
+    """The number of images of the evaluation (every row's clean pass covers them all)."""
+    return max((row.clean.n for row in rows), default=0)
+
+
+def column_title(plan: AttackPlan, n_images: int) -> str:
+    """An attack's column title: its label, with the image count when it covers fewer than all images."""
+    covered = plan.images(n_images)
+    return plan.label if covered >= n_images else f"{plan.label} (first {covered})"
+
+
+def worst_title(title: str, plans: Sequence[AttackPlan], n_images: int) -> str:
+    """A worst-case column's title, with the image count when its attacks cover fewer than all images."""
+    covered = min((p.images(n_images) for p in plans), default=n_images)
+    return title if covered >= n_images else f"{title} (first {covered})"
 
 
 def verdict(info: Mapping[str, Any], row: RowMetrics) -> str:
@@ -54,21 +74,29 @@ def has_preset_worst(rows: Sequence[RowMetrics]) -> bool:
 
 
 def markdown_table(plans: Sequence[AttackPlan], rows: Sequence[RowMetrics], info: Mapping[str, Any], *,
-                   robust: bool = False) -> str:
+                   robust: bool = False, expected: bool = False) -> str:
     """Rows = model x defence; columns = clean, the paper's attacks, their worst case, then the adaptive ones
-    (AR %, or robust accuracy % with ``robust``), and the masking audit's verdict."""
+    (AR %, or robust accuracy % with ``robust``), and the masking audit's verdict. A column whose attacks cover
+    only the first images says how many. With ``expected``, only rows of random defences, in expectation over
+    the draws each adversarial image was judged on (the other tables give their worst case over draws)."""
     white, adaptive = table_plans(plans)
+    total = images_of(rows)
+    if expected:
+        rows = [row for row in rows if any(m is not None and m.ar_expected is not None for m in row.attacks.values())]
     head = ["Model", "Defence", "Clean acc. %", "n"]
-    head += [p.label for p in white] + [f"Worst, {white_box_worst_title(plans)}"]
-    presets = has_preset_worst(rows)
-    head += [p.label for p in adaptive] + ["Worst, all attacks"] + (["Worst, preset attacks"] if presets else [])
+    head += [column_title(p, total) for p in white] + [worst_title(f"Worst, {white_box_worst_title(plans)}", white, total)]
+    presets = has_preset_worst(rows) and not expected
+    head += [column_title(p, total) for p in adaptive] + [worst_title("Worst, all attacks", white + adaptive, total)]
+    head += ["Worst, preset attacks"] if presets else []
     head.append("Masking audit")
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
     for row in rows:
         n = row.clean.n if robust else row.clean.k
         cells = [row.model, row.defense, row.clean.cell(), str(n)]
-        cells += [_cell(row.attacks.get(p.label), robust) for p in white] + [_worst_cell(row.worst_white_box, robust)]
-        cells += [_cell(row.attacks.get(p.label), robust) for p in adaptive] + [_worst_cell(row.worst_all, robust)]
+        cells += [_cell(row.attacks.get(p.label), robust, expected) for p in white]
+        cells.append("-" if expected else _worst_cell(row.worst_white_box, robust))
+        cells += [_cell(row.attacks.get(p.label), robust, expected) for p in adaptive]
+        cells.append(_worst_cell(row.worst_all_expected if expected else row.worst_all, robust))
         if presets:
             cells.append(_worst_cell(row.worst_presets, robust))
         cells.append(verdict(info, row))
