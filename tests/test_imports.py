@@ -15,6 +15,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src"
 # import each other, without cycles.
 LAYERS: Dict[str, int] = {
     "errors": 0, "_version": 0, "_validate": 0, "facts": 0, "folders": 0, "preserve": 0, "files": 0,
+    "threads": 0,
     "defenses": 1, "data": 1,
     "models": 2,
     "attacks": 3,

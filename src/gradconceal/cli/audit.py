@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from gradconceal import _validate as check
+from gradconceal.threads import add_threads_flag, apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, metavar="B", help="attack batch size (default: 16 large, 128 small images)")
     parser.add_argument("--out", default=".", metavar="DIR", help="folder for audit.json (default: the current folder)")
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -60,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.masking import audit
     from gradconceal.models.zoo import load_model
 
+    apply_threads(args.threads)
     eps = parse_eps(args.eps)
     if args.n is not None:
         check.integer(args.n, "--n", minimum=1)

@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any, Dict, List, Optional
 
+from gradconceal.threads import add_threads_flag, apply_threads
+
 log = logging.getLogger(__name__)
 
 EPILOG = """examples:
@@ -99,6 +101,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of all randomness (default: 0)")
     parser.add_argument("--recompute", action="store_true",
                         help="replace records of --out computed from other weights, images, settings or attack code")
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -143,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.models.zoo import load_model
 
     started = time.perf_counter()
+    apply_threads(args.threads)
     spec = demo_spec(full=args.full, n=args.n, device=args.device, batch_size=args.batch_size, seed=args.seed)
     checked = load_spec(spec)  # fail on a bad flag before any model loads
     device = resolve_device(checked.device)

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 from gradconceal import _validate as check
 from gradconceal.errors import GradconcealError
+from gradconceal.threads import add_threads_flag, apply_threads
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--recompute", action="store_true",
                         help="replace records of --out computed from other weights, images, settings or attack code "
                              "(without it such a folder is refused)")
+    add_threads_flag(parser)
     parser.set_defaults(func=run)
 
 
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.evaluation.report import summary_lines
     from gradconceal.evaluation.spec import is_results_file, load_spec, read_spec_file
 
+    apply_threads(args.threads)
     source: Any
     if args.spec:
         path = Path(args.spec)

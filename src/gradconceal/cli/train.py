@@ -8,6 +8,7 @@ import re
 from typing import Any, Dict
 
 from gradconceal import _validate as check
+from gradconceal.threads import add_threads_flag, apply_threads
 from gradconceal.training.config import (
     DEVICES,
     MIXES,
@@ -103,9 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--stop-after", type=int, default=None, help="stop after N epochs in this call (resume later)")
     parser.add_argument("--export", default=None, help="also write the final model to this .safetensors path")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for torch (1 is fastest on cores other jobs share)"
-    )
+    add_threads_flag(parser)
     settings = parser.add_argument_group("training settings (default: the preset's)")
     defaults = TrainConfig()
     for field in dataclasses.fields(TrainConfig):
@@ -146,11 +145,7 @@ def run(args: argparse.Namespace) -> int:
     out: str = args.out or f"runs/{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.model)}-{args.preset}"
     if args.stop_after is not None:
         check.integer(args.stop_after, "--stop-after", minimum=1)
-    if args.threads is not None:
-        check.integer(args.threads, "--threads", minimum=1)
-        import torch
-
-        torch.set_num_threads(args.threads)
+    apply_threads(args.threads)
     result = train(
         args.model,
         preset=args.preset,
