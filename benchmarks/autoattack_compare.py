@@ -31,13 +31,14 @@ images:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -60,10 +61,29 @@ DATA = "fashion-mnist"
 SCRIPT = "benchmarks/autoattack_compare.py"
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "autoattack"
 AUTOATTACK_ORDER: Tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # its standard attacks, in its order
-CHUNK_KEYS: Tuple[str, ...] = ("format", "chunk", "start", "stop", "threads", "images", "seconds", "rest_broken",
-                               "outside_budget")
+CHUNK_KEYS: Tuple[str, ...] = ("format", "chunk", "start", "stop", "threads", "images", "seconds", "cpu_seconds",
+                               "rest_broken", "outside_budget")
 IMAGE_KEYS: Tuple[str, ...] = ("index", "label", "clean_correct", "robust_autoattack", "autoattack_broken_by",
                                "robust_ours", "ours_broken_by", "check_robust_autoattack", "check_broken_by")
+
+
+class Stopwatch:
+    """Wall-clock and CPU seconds (this process, all its threads) per named step; CPU time is what a shared
+    machine's other load changes least."""
+
+    def __init__(self) -> None:
+        self.wall: Dict[str, float] = {}
+        self.cpu: Dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def time(self, name: str) -> Iterator[None]:
+        """Add the seconds the ``with`` block takes to step ``name``."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall[name] = self.wall.get(name, 0.0) + time.perf_counter() - wall
+            self.cpu[name] = self.cpu.get(name, 0.0) + time.process_time() - cpu
 
 
 # -- the two sides --------------------------------------------------------------------------------------------
@@ -111,24 +131,22 @@ def judge(defended: nn.Module, threat: ThreatModel, images: Tensor, labels: Tens
 
 
 def run_autoattack(view: nn.Module, defended: nn.Module, threat: ThreatModel, images: Tensor, labels: Tensor,
-                   seed: int) -> Tuple[List[Optional[str]], Dict[str, float], List[Optional[float]], int]:
+                   seed: int) -> Tuple[List[Optional[str]], Stopwatch, List[Optional[float]], int]:
     """AutoAttack's cascade, one attack per call on the images still robust: per image the attack that broke it
     (None: robust), seconds per attack, the breaking norm, and how many adversarial images lay outside the budget."""
     broken_by: List[Optional[str]] = [None] * len(labels)
     norms: List[Optional[float]] = [None] * len(labels)
-    seconds: Dict[str, float] = {}
+    seconds = Stopwatch()
     outside = 0
     for name in AUTOATTACK_ORDER:
         robust = [i for i, who in enumerate(broken_by) if who is None]
         if not robust:
             break
         x, y = images[robust], labels[robust]
-        with torch.random.fork_rng():  # pyautoattack reseeds torch's global generator
-            started = time.perf_counter()
+        with torch.random.fork_rng(), seconds.time(name):  # pyautoattack reseeds torch's global generator
             autoattack = make_autoattack(view, norm=threat.norm, eps=threat.eps, seed=seed)
             autoattack.attacks_to_run = [name]
             adversarial, _ = autoattack.run_standard_evaluation(x, y, batch_size=len(robust))
-            seconds[name] = time.perf_counter() - started
         broken, inside, distance = judge(defended, threat, x, y, adversarial.detach())
         outside += int((~inside).sum())
         for j, i in enumerate(robust):
@@ -138,22 +156,21 @@ def run_autoattack(view: nn.Module, defended: nn.Module, threat: ThreatModel, im
 
 
 def run_ours(plans: Sequence[AttackPlan], defended: nn.Module, threat: ThreatModel, images: Tensor, labels: Tensor,
-             seeds: Sequence[int]) -> Tuple[List[Optional[str]], Dict[str, float], List[Optional[float]], int]:
+             seeds: Sequence[int]) -> Tuple[List[Optional[str]], Stopwatch, List[Optional[float]], int]:
     """Our cascade: each plan on the images still robust, with their per-image seeds; same outputs as
     ``run_autoattack``."""
     broken_by: List[Optional[str]] = [None] * len(labels)
     norms: List[Optional[float]] = [None] * len(labels)
-    seconds: Dict[str, float] = {}
+    seconds = Stopwatch()
     outside = 0
     for plan in plans:
         robust = [i for i, who in enumerate(broken_by) if who is None]
         if not robust:
             break
         x, y = images[robust], labels[robust]
-        started = time.perf_counter()
-        attack = plan.build(defended)
-        result = attack.perturb(x, y, sample_seeds=[seeds[i] for i in robust])
-        seconds[plan.label] = time.perf_counter() - started
+        with seconds.time(plan.label):
+            attack = plan.build(defended)
+            result = attack.perturb(x, y, sample_seeds=[seeds[i] for i in robust])
         broken, inside, distance = judge(defended, threat, x, y, result.adversarial.detach(), result.non_finite)
         outside += int((~inside).sum())
         for j, i in enumerate(robust):
@@ -163,15 +180,14 @@ def run_ours(plans: Sequence[AttackPlan], defended: nn.Module, threat: ThreatMod
 
 
 def run_rest(plans: Sequence[AttackPlan], defended: nn.Module, images: Tensor, labels: Tensor,
-             seeds: Sequence[int], indices: Sequence[int]) -> Tuple[Dict[str, float], Dict[str, List[int]]]:
+             seeds: Sequence[int], indices: Sequence[int]) -> Tuple[Stopwatch, Dict[str, List[int]]]:
     """The preset's other attacks, each on every image given: seconds and the broken image indices per attack."""
-    seconds: Dict[str, float] = {}
+    seconds = Stopwatch()
     broken_indices: Dict[str, List[int]] = {}
     for plan in plans:
-        started = time.perf_counter()
-        attack = plan.build(defended)
-        result = attack.perturb(images, labels, sample_seeds=list(seeds))
-        seconds[plan.label] = time.perf_counter() - started
+        with seconds.time(plan.label):
+            attack = plan.build(defended)
+            result = attack.perturb(images, labels, sample_seeds=list(seeds))
         broken, _, _ = judge(defended, attack.threat, images, labels, result.adversarial.detach(), result.non_finite)
         broken_indices[plan.label] = [int(indices[j]) for j in range(len(indices)) if broken[j]]
     return seconds, broken_indices
@@ -205,24 +221,20 @@ def run_chunk(settings: Mapping[str, Any], chunk: int, data: Any, defended: nn.M
     seeds = sample_seeds(seed, [indices[j] for j in kept])
     members = ensemble_plans(plans, norm, defended)
     threat = members[0].build(defended).threat
-    seconds: Dict[str, Any] = {}
+    watches: Dict[str, Stopwatch] = {}
 
-    aa_by, seconds["autoattack_by_attack"], aa_norms, aa_outside = run_autoattack(view, defended, threat, x, y, seed)
-    ours_by, seconds["ours_by_attack"], ours_norms, ours_outside = run_ours(members, defended, threat, x, y, seeds)
-    seconds["autoattack"] = sum(seconds["autoattack_by_attack"].values())
-    seconds["ours"] = sum(seconds["ours_by_attack"].values())
+    aa_by, watches["autoattack"], aa_norms, aa_outside = run_autoattack(view, defended, threat, x, y, seed)
+    ours_by, watches["ours"], ours_norms, ours_outside = run_ours(members, defended, threat, x, y, seeds)
     rest_broken: Optional[Dict[str, List[int]]] = None
     if settings["rest"] and kept:
-        seconds["rest_by_attack"], rest_broken = run_rest(rest_plans(plans, defended), defended, x, y, seeds,
-                                                          [indices[j] for j in kept])
-        seconds["rest"] = sum(seconds["rest_by_attack"].values())
+        watches["rest"], rest_broken = run_rest(rest_plans(plans, defended), defended, x, y, seeds,
+                                                [indices[j] for j in kept])
 
     missed = [k for k in range(len(kept)) if aa_by[k] is not None and ours_by[k] is None]
     check_by: Dict[int, Optional[str]] = {}
     if missed:
-        started = time.perf_counter()
-        again, _, _, _ = run_autoattack(view, defended, threat, x[missed], y[missed], int(settings["check_seed"]))
-        seconds["check"] = time.perf_counter() - started
+        again, watches["check"], _, _ = run_autoattack(view, defended, threat, x[missed], y[missed],
+                                                       int(settings["check_seed"]))
         check_by = dict(zip(missed, again))
 
     records: List[Dict[str, Any]] = []
@@ -241,7 +253,7 @@ def run_chunk(settings: Mapping[str, Any], chunk: int, data: Any, defended: nn.M
         records.append(record)
     return {"format": FORMAT_VERSION, "chunk": chunk, "start": indices[0], "stop": indices[-1] + 1,
             "threads": torch.get_num_threads(), "images": records,
-            "seconds": {key: _rounded_seconds(value) for key, value in seconds.items()},
+            "seconds": _seconds(watches, "wall"), "cpu_seconds": _seconds(watches, "cpu"),
             "rest_broken": rest_broken, "outside_budget": {"autoattack": aa_outside, "ours": ours_outside}}
 
 
@@ -249,10 +261,14 @@ def _rounded(value: Optional[float]) -> Optional[float]:
     return None if value is None else float(f"{value:.6g}")
 
 
-def _rounded_seconds(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: round(float(v), 3) for key, v in value.items()}
-    return round(float(value), 3)
+def _seconds(watches: Mapping[str, Stopwatch], kind: str) -> Dict[str, Any]:
+    """``{"autoattack": total, "autoattack_by_attack": {...}, "ours": ...}`` in ``kind`` ("wall" or "cpu") seconds."""
+    out: Dict[str, Any] = {}
+    for side, watch in watches.items():
+        steps = getattr(watch, kind)
+        out[side] = round(sum(steps.values()), 3)
+        out[f"{side}_by_attack"] = {name: round(value, 3) for name, value in steps.items()}
+    return out
 
 
 # -- the folder -----------------------------------------------------------------------------------------------
@@ -377,22 +393,22 @@ def summary(paths: Sequence[str]) -> str:
         missed = [r for r in attacked if not r["robust_autoattack"] and r["robust_ours"]]
         seed_dependent = [r for r in missed if r["check_robust_autoattack"]]
         only_ours = sum(1 for r in attacked if r["robust_autoattack"] and not r["robust_ours"])
-        aa_s = sum(c["seconds"]["autoattack"] for c in chunks)
-        ours_s = sum(c["seconds"]["ours"] for c in chunks)
+        aa_s, ours_s = (sum(c["cpu_seconds"][side] for c in chunks) for side in ("autoattack", "ours"))
+        aa_wall, ours_wall = (sum(c["seconds"][side] for c in chunks) for side in ("autoattack", "ours"))
         norm = {"linf": "Linf", "l2": "L2"}[config["norm"]]
         rows.append([config["model"], config["defense"], f"{norm} {config['eps']:.6g}", len(images), len(attacked),
                      sum(1 for r in attacked if r["robust_autoattack"]), sum(1 for r in attacked if r["robust_ours"]),
                      f"{len(missed)} ({len(seed_dependent)})", only_ours, f"{aa_s:.0f}", f"{ours_s:.0f}",
-                     f"{ours_s / aa_s:.2f}" if aa_s else "-"])
+                     f"{ours_s / aa_s:.2f}" if aa_s else "-", f"{ours_wall / aa_wall:.2f}" if aa_wall else "-"])
         exceptions += [[config["model"], config["defense"], norm, r["index"], r["label"], r["autoattack_broken_by"],
                         r.get("autoattack_norm"), "yes" if r["check_robust_autoattack"] else
                         f"no ({r['check_broken_by']})"] for r in missed]
         commands.append(command(config, len(images)))
         per_chunk = totals.setdefault((config["model"], config["defense"]), {})
-        per_chunk[config["norm"]] = {c["chunk"]: c["seconds"] for c in chunks}
+        per_chunk[config["norm"]] = {c["chunk"]: c["cpu_seconds"] for c in chunks}
     lines = _table(["model", "defence", "threat", "images", "clean-correct", "robust: AutoAttack", "robust: ours",
-                    "AA breaks, ours not (another AA seed misses too)", "ours breaks, AA not", "AA s", "ours s",
-                    "ours / AA"], rows)
+                    "AA breaks, ours not (another AA seed misses too)", "ours breaks, AA not", "AA CPU s",
+                    "ours CPU s", "ours / AA (CPU)", "ours / AA (wall)"], rows)
     if exceptions:
         lines += ["", "Images AutoAttack breaks and ours does not:", ""]
         lines += _table(["model", "defence", "norm", "image", "label", "broken by (AA)", "AA norm",
@@ -409,9 +425,9 @@ def summary(paths: Sequence[str]) -> str:
         whole.append([model, defense, len(common), f"{rest:.0f}", f"{ens_linf:.0f}", f"{ens_l2:.0f}",
                       f"{rest + ens_linf + ens_l2:.0f}"])
     if whole:
-        lines += ["", "The whole adaptive preset on the chunks both norms cover (50 images each):", ""]
-        lines += _table(["model", "defence", "chunks", "rest of preset s", "ensemble Linf s", "ensemble L2 s",
-                         "whole preset s"], whole)
+        lines += ["", "The whole adaptive preset (CPU seconds) on the chunks both norms cover:", ""]
+        lines += _table(["model", "defence", "chunks", "rest of the preset", "ensemble Linf", "ensemble L2",
+                         "whole preset"], whole)
     lines += ["", "Commands:", "", *("    " + c for c in commands)]
     return "\n".join(lines)
 

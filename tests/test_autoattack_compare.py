@@ -86,6 +86,8 @@ def test_chunks_schema_resume_and_summary(compare: Any, tmp_path: Path, capsys: 
         assert [image["index"] for image in record["images"]] == [2 * chunk, 2 * chunk + 1]
         seconds = record["seconds"]
         assert seconds["autoattack"] > 0 and seconds["ours"] > 0 and seconds["rest"] > 0
+        assert set(record["cpu_seconds"]) == set(seconds) and record["cpu_seconds"]["ours"] > 0
+        assert seconds["ours"] == pytest.approx(sum(seconds["ours_by_attack"].values()), abs=0.01)
         assert set(seconds["autoattack_by_attack"]) <= set(compare.AUTOATTACK_ORDER)
         assert next(iter(seconds["ours_by_attack"])) == "AA APGD-CE-Linf"
         assert "BPDA C&W-L2" in seconds["rest_by_attack"]
@@ -125,7 +127,7 @@ def test_second_seed_on_images_only_autoattack_breaks(compare: Any, tmp_path: Pa
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Ours made to break nothing: every image AutoAttack breaks gets the second AutoAttack seed's verdict."""
     monkeypatch.setattr(compare, "run_ours", lambda plans, defended, threat, images, labels, seeds: (
-        [None] * len(labels), {"none": 0.001}, [None] * len(labels), 0))
+        [None] * len(labels), compare.Stopwatch(), [None] * len(labels), 0))
     out = tmp_path / "cnn-none-l2"
     compare.main(["--model", "fmnist-cnn", "--defense", "none", "--norm", "l2", "--n", "4", "--chunk", "4",
                   "--out", str(out)])
