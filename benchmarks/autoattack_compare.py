@@ -396,7 +396,8 @@ def summary(paths: Sequence[str]) -> str:
         aa_s, ours_s = (sum(c["cpu_seconds"][side] for c in chunks) for side in ("autoattack", "ours"))
         aa_wall, ours_wall = (sum(c["seconds"][side] for c in chunks) for side in ("autoattack", "ours"))
         norm = {"linf": "Linf", "l2": "L2"}[config["norm"]]
-        rows.append([config["model"], config["defense"], f"{norm} {config['eps']:.6g}", len(images), len(attacked),
+        rows.append([config["model"], config["defense"], str(ThreatModel(config["norm"], config["eps"])), len(images),
+                     len(attacked),
                      sum(1 for r in attacked if r["robust_autoattack"]), sum(1 for r in attacked if r["robust_ours"]),
                      f"{len(missed)} ({len(seed_dependent)})", only_ours, f"{aa_s:.0f}", f"{ours_s:.0f}",
                      f"{ours_s / aa_s:.2f}" if aa_s else "-", f"{ours_wall / aa_wall:.2f}" if aa_wall else "-"])
@@ -405,7 +406,8 @@ def summary(paths: Sequence[str]) -> str:
                         f"no ({r['check_broken_by']})"] for r in missed]
         commands.append(command(config, len(images)))
         per_chunk = totals.setdefault((config["model"], config["defense"]), {})
-        per_chunk[config["norm"]] = {c["chunk"]: c["cpu_seconds"] for c in chunks}
+        per_chunk[config["norm"]] = {c["chunk"]: {**c["cpu_seconds"], "images": c["stop"] - c["start"]}
+                                     for c in chunks}
     lines = _table(["model", "defence", "threat", "images", "clean-correct", "robust: AutoAttack", "robust: ours",
                     "AA breaks, ours not (another AA seed misses too)", "ours breaks, AA not", "AA CPU s",
                     "ours CPU s", "ours / AA (CPU)", "ours / AA (wall)"], rows)
@@ -422,13 +424,14 @@ def summary(paths: Sequence[str]) -> str:
         rest = sum(linf[c]["rest"] for c in common)
         ens_linf = sum(linf[c]["ours"] for c in common)
         ens_l2 = sum(l2[c]["ours"] for c in common)
-        whole.append([model, defense, len(common), f"{rest:.0f}", f"{ens_linf:.0f}", f"{ens_l2:.0f}",
+        whole.append([model, defense, sum(linf[c]["images"] for c in common), f"{rest:.0f}", f"{ens_linf:.0f}",
+                      f"{ens_l2:.0f}",
                       f"{rest + ens_linf + ens_l2:.0f}"])
     if whole:
         lines += ["", "The whole adaptive preset (CPU seconds) on the chunks both norms cover:", ""]
-        lines += _table(["model", "defence", "chunks", "rest of the preset", "ensemble Linf", "ensemble L2",
+        lines += _table(["model", "defence", "images", "rest of the preset", "ensemble Linf", "ensemble L2",
                          "whole preset"], whole)
-    lines += ["", "Commands:", "", *("    " + c for c in commands)]
+    lines += ["", "Commands:", "", *("    " + c for c in commands), f"    python {SCRIPT} --summary"]
     return "\n".join(lines)
 
 

@@ -118,7 +118,7 @@ def test_chunks_schema_resume_and_summary(compare: Any, tmp_path: Path, capsys: 
     capsys.readouterr()
     compare.main(["--summary", str(tmp_path)])
     printed = capsys.readouterr().out
-    assert "| fmnist-cnn | gcm | Linf 0.0313725 | 6 |" in printed
+    assert "| fmnist-cnn | gcm | Linf 8/255 | 6 |" in printed
     assert ("OMP_NUM_THREADS=1 python benchmarks/autoattack_compare.py --model fmnist-cnn --defense gcm --norm linf "
             "--n 6 --chunk 2") in printed
 
