@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 loads.setdefault((setting, state), []).append(load)
                 print(f"  {setting:>8} {state:<4} {wall:8.1f} s  (load before {load:.2f})", file=sys.stderr, flush=True)
 
-    command = shlex.join([sys.executable, "benchmarks/contention.py", "--command", args.command, "--settings",
+    command = shlex.join(["python", "benchmarks/contention.py", "--command", args.command, "--settings",
                           ",".join(settings), "--busy", str(args.busy), "--repeats", str(args.repeats)])
     print(f"command timed: {args.command}")
     print(f"{_cores()} cores; busy: {args.busy} x python -c '{BUSY_LOOP}'; {args.repeats} repeat(s), medians; "
