@@ -82,6 +82,15 @@ def test_same_spec_seed_and_batch_size_give_bit_identical_records(first: Path, t
     assert results == json.loads((first / "results.json").read_text())["rows"]
 
 
+def test_the_first_images_of_a_longer_run_are_bit_identical_to_a_shorter_run(first: Path, tmp_path: Path) -> None:
+    """Batches are blocks of image indices, so a run on the first 4 images (one block of batch_size 4) recomputes
+    exactly the records a run on 8 made for them, whatever the other images did (clean mistakes, cascades)."""
+    run(tmp_path, data={"source": "fashion-mnist", "n": 4})
+    short = _dicts(RecordStore(tmp_path).load())
+    long = {k: r for k, r in _dicts(RecordStore(first).load()).items() if k[3] < 4}
+    assert short == long and len(short) == len(long) > 0
+
+
 @pytest.mark.parametrize("batch_size", [1, 8])
 def test_another_batch_size_gives_the_same_decisions(first: Path, tmp_path: Path, batch_size: int) -> None:
     run(tmp_path, batch_size=batch_size)

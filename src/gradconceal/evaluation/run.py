@@ -338,6 +338,16 @@ class Runner:
         shown = [w if w is not None else p for w, p in zip(first_wrong, first)]
         return shown, [c == draws for c in counts], counts, finite_all
 
+    def _blocks(self, indices: Sequence[int]) -> List[List[int]]:
+        """``indices`` in batches by block of image index: image i goes with the others of ``indices`` in
+        [k * batch_size, (k + 1) * batch_size) (k = i // batch_size). A batch therefore holds the same images
+        whatever was skipped, resumed or cut off elsewhere (the first 20 images of a run with n = 20 are batched
+        as in a run with n = 1000 when batch_size divides 20), so such runs give bit-identical records."""
+        blocks: Dict[int, List[int]] = {}
+        for i in indices:
+            blocks.setdefault(i // self.spec.batch_size, []).append(i)
+        return [blocks[k] for k in sorted(blocks)]
+
     def _bar(self, total: int, desc: str):
         from tqdm.auto import tqdm
 
@@ -355,8 +365,7 @@ class Runner:
                 clean[i] = record
         todo = [i for i in shard if i not in clean]
         with self._bar(len(todo), f"{model}/{defense} clean") as bar:
-            for start in range(0, len(todo), self.spec.batch_size):
-                batch = todo[start:start + self.spec.batch_size]
+            for batch in self._blocks(todo):
                 preds, finite = self._predict(defended, self._images(batch), sample_seeds(self.spec.seed, batch))
                 if not all(finite):
                     index = batch[finite.index(False)]
@@ -419,7 +428,7 @@ class Runner:
         single = [[i] for i in todo if len(clean[i].accepted) > 1]
         single_set = {batch[0] for batch in single}
         rest = [i for i in todo if i not in single_set]
-        batches = single + [rest[s:s + self.spec.batch_size] for s in range(0, len(rest), self.spec.batch_size)]
+        batches = single + self._blocks(rest)
         shared = plan.build(defended) if rest else None
         with self._bar(len(todo), f"{model}/{defense} {plan.label}") as bar:
             for batch in batches:
