@@ -7,35 +7,59 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPORTS = [
-    "fashion-mnist", "fashion-mnist-resnet", "fashion-mnist-trained", "fashion-mnist-resnet-trained", "fashion-mnist-vit",
-    "fashion-mnist-vit-trained",
+    "fashion-mnist", "fashion-mnist-resnet", "fashion-mnist-trained", "fashion-mnist-resnet-trained",
+    "fashion-mnist-convnext", "fashion-mnist-vit", "fashion-mnist-vit-trained",
 ]
 MODELS = {
     "fmnist-cnn": "CNN, plain", "fmnist-cnn-fgsm": "CNN, FGSM-reg.", "fmnist-cnn-pgd": "CNN, PGD-trained",
     "fmnist-resnet": "ResNet, plain", "fmnist-resnet-fgsm": "ResNet, FGSM-reg.", "fmnist-resnet-pgd": "ResNet, PGD-trained",
     "fmnist-vit": "ViT, plain", "fmnist-vit-fgsm": "ViT, FGSM-reg.", "fmnist-vit-pgd": "ViT, PGD-trained",
+    "fmnist-convnext": "ConvNeXt, plain", "fmnist-convnext-fgsm": "ConvNeXt, FGSM-reg. (challenge recipe)",
+    "fmnist-convnext-pgd": "ConvNeXt, PGD-trained",
 }
 DEFENCES = {"vanilla": "none", "gcm": "GCM", "challenge": "GCM + resize-pad"}
 COLUMNS = [("PGD-Linf", "PGD-Linf 8/255"), ("C&W-L2", "C&W-L2"), (None, "worst, plain gradients"),
            ("BPDA PGD-Linf", "BPDA PGD-Linf"), ("BPDA+EOT PGD-Linf", "BPDA+EOT"), ("Square-Linf", "Square"),
-           ("Transfer PGD-Linf", "transfer"), ("*presets", "worst, paper's budgets"), ("BPDA PGD-Linf 0.1", "BPDA Linf 0.1"),
-           ("", "worst, all attacks")]
+           ("Transfer PGD-Linf", "transfer"), ("AutoAttack-Linf", "AutoAttack Linf 8/255"),
+           ("AutoAttack-L2", "AutoAttack L2"), ("*presets", "worst, paper's budgets"),
+           ("BPDA PGD-Linf 0.1", "BPDA Linf 0.1"), ("", "worst, all attacks"), ("*expected", "same, expectation over draws")]
 
 
 def percent(rate: Optional[Dict[str, Any]]) -> str:
     return "n/a" if not rate or rate.get("value") is None else f"{100 * rate['value']:.1f}"
 
 
-def rows() -> Iterator[str]:
+def ensemble(row: Dict[str, Any], cascade: str, order: Dict[str, List[str]]) -> Optional[Dict[str, Any]]:
+    """A cascade's AR: its last member that applies to the row (each member's column is the cascade so far)."""
+    members = [row["attacks"].get(label) for label in order.get(cascade, [])]
+    applied = [m for m in members if m]
+    return applied[-1]["ar"] if applied else None
+
+
+def images(data: Dict[str, Any], labels: List[str]) -> int:
+    """How many images the attacks ``labels`` covered (the fewest of them)."""
+    total = int(data["n_images"])
+    counts = [min(int(a["n"]), total) if a.get("n") else total for a in data["attacks"] if a["label"] in labels]
+    return min(counts, default=total)
+
+
+def reports() -> Iterator[Tuple[str, Dict[str, Any]]]:
     for name in REPORTS:
         path = HERE / name / "results.json"
-        if not path.exists():
-            continue
-        data = json.loads(path.read_text())
+        if path.exists():
+            yield name, json.loads(path.read_text())
+
+
+def rows() -> Iterator[str]:
+    for name, data in reports():
+        order: Dict[str, List[str]] = {}
+        for attack in data["attacks"]:
+            if attack.get("cascade"):
+                order.setdefault(attack["cascade"], []).append(attack["label"])
         for row in data["rows"]:
             cells = [MODELS.get(row["model"], row["model"]), DEFENCES.get(row["defense"], row["defense"]),
                      percent(row["clean_accuracy"]), str(row["clean_accuracy"]["k"])]
@@ -46,6 +70,10 @@ def rows() -> Iterator[str]:
                     cells.append(percent((row.get("worst_case_all") or {}).get("ar")))
                 elif label == "*presets":
                     cells.append(percent((row.get("worst_case_presets") or {}).get("ar")))
+                elif label == "*expected":
+                    cells.append(percent((row.get("worst_case_all_expected") or {}).get("ar")))
+                elif label.startswith("AutoAttack-"):
+                    cells.append(percent(ensemble(row, label, order)))
                 else:
                     attack = row["attacks"].get(label)
                     cells.append(percent(attack["ar"]) if attack else "n/a")
@@ -53,6 +81,19 @@ def rows() -> Iterator[str]:
 
 
 def main() -> None:
+    counts: Dict[str, set] = {}
+    for _, data in reports():  # images per column (the ensembles may cover the first images only)
+        for label, title in COLUMNS:
+            if label and label.startswith("AutoAttack-"):
+                labels = [a["label"] for a in data["attacks"] if a.get("cascade") == label]
+                counts.setdefault(title, set()).add(images(data, labels))
+            elif label in ("", "*expected"):
+                counts.setdefault(title, set()).add(images(data, [a["label"] for a in data["attacks"]]))
+            else:
+                counts.setdefault(title, set()).add(int(data["n_images"]))
+    print("Images per column (over the reports): " + "; ".join(
+        f"{title}: {' or '.join(str(c) for c in sorted(n))}" for title, n in counts.items()))
+    print()
     head = ["model", "defence", "clean %", "n"] + [title for _, title in COLUMNS]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join(["---"] * len(head)) + "|")

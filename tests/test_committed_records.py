@@ -1,0 +1,60 @@
+"""Recomputing committed records with today's code reproduces them exactly.
+
+Every committed result folder (docs/results) must be what today's code computes. This check reruns, for the
+first block of images of two committed specs, a selection of their attacks (plain-gradient, BPDA, EOT over a
+random defence judged on its draws, gradient-free and transfer) through the same runner, and compares every
+field of every record. Batches are blocks of image indices, so the first ``batch_size`` images form the same
+batch in both runs. docs/reproducibility.md says what may differ on another CPU.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from gradconceal.evaluation.records import record_from_dict, record_key
+from gradconceal.evaluation.spec import load_spec, read_spec_file
+from gradconceal.evaluation.store import RecordStore
+
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
+# attacks rerun per spec: one of each kind whose records do not depend on another attack's (no cascade member)
+CHECKED = ["FGSM", "PGD-Linf", "BPDA PGD-Linf", "BPDA+EOT PGD-Linf", "Square-Linf", "Transfer PGD-Linf"]
+SPECS = {"fashion-mnist": "fmnist-cnn", "fashion-mnist-resnet": "fmnist-resnet"}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                       reason="Debian package dataset-fashion-mnist is not installed"),
+]
+
+
+def _committed(name: str, labels: List[str], images: int) -> Dict:
+    with gzip.open(RESULTS / name / "records.jsonl.gz", "rt", encoding="utf-8") as handle:
+        records = [record_from_dict(json.loads(line)) for line in handle if line.strip()]
+    return {record_key(r): r.to_dict() for r in records if r.key[3] < images and r.key[2] in labels + ["clean"]}
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_recomputing_committed_records_reproduces_them(name: str, tmp_path: Path) -> None:
+    from gradconceal.evaluation.api import evaluate
+    from gradconceal.evaluation.plan import plan_attacks
+
+    raw = read_spec_file(RESULTS / f"{name}.toml")
+    spec = load_spec(RESULTS / f"{name}.toml")
+    plans = {p.label: p for p in plan_attacks(spec, (1, 28, 28))}
+    attacks = [{"label": label, "attack": plans[label].attack, "view": plans[label].view,
+                **plans[label].settings} for label in CHECKED]
+    images = spec.batch_size  # the first block of images: the same batches as the committed run
+    rerun = {**raw, "data": {**raw["data"], "n": images}, "attacks": attacks, "audit": False, "gallery": 0,
+             "models": [SPECS[name]]}
+    evaluate(rerun, tmp_path / "out", quiet=True, plots=False)
+    new = {k: r.to_dict() for k, r in RecordStore(tmp_path / "out").load().items()}
+    old = _committed(name, CHECKED, images)
+    assert set(new) == set(old), "the committed folder lacks records of today's jobs (regenerate it)"
+    differing = [k for k in new if new[k] != old[k]]
+    assert not differing, f"{len(differing)} record(s) differ from the committed ones, first {differing[0]}: " \
+                          f"{old[differing[0]]} != {new[differing[0]]}"
