@@ -37,7 +37,8 @@ def skip_reason(ctx: BenchContext) -> str:
     return ""
 
 
-def _autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for dtype 'bf16'; no change for 'fp32'."""
     if dtype == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -88,7 +89,7 @@ def run(ctx: BenchContext) -> List[Row]:
         attack = PGD(model, norm="linf", eps=8 / 255, steps=10, early_stop=False)
 
         def call(attack: PGD = attack, dtype: str = dtype) -> object:
-            with _autocast(ctx.device, dtype):
+            with autocast(ctx.device, dtype):
                 return attack.perturb(images, labels)
 
         try:
@@ -107,7 +108,7 @@ def run(ctx: BenchContext) -> List[Row]:
     for dtype in ("fp32", "bf16"):
         def forward(model: nn.Module, dtype: str = dtype) -> Callable[[], object]:
             def call() -> object:
-                with torch.no_grad(), _autocast(ctx.device, dtype):
+                with torch.no_grad(), autocast(ctx.device, dtype):
                     return model(images)
             return call
 
