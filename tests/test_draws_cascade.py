@@ -188,3 +188,40 @@ def test_expectation_metrics_from_records() -> None:
     assert low < 14 / 30 < high
     row = row_metrics("m", "d", clean, {"A": records}, [plan], {"A": True})
     assert row.worst_all_expected[0].value == pytest.approx(14 / 30)
+
+
+# -- a minimum-norm attack's curve ----------------------------------------------------------------------
+def test_fab_records_give_robust_accuracy_at_every_smaller_budget() -> None:
+    from gradconceal.evaluation.metrics import min_norm_curve
+
+    plan = AttackPlan("FAB", "fab", {}, norm="l2", eps=1.0)
+    clean = [CleanRecord(model="m", defense="d", index=i, job="j", pred=0, correct=i != 4, accepted=[0], primary=0,
+                         label=0) for i in range(5)]
+    norms = [0.1, 0.55, 0.9, None]  # images 0-2 broken at these norms, image 3 survives the whole budget
+
+    def record(i: int) -> AttackRecord:
+        if i == 4:
+            return AttackRecord(model="m", defense="d", attack="FAB", index=i, job="j", label=0, clean_correct=False,
+                                status="clean-incorrect", correct=False)
+        return AttackRecord(model="m", defense="d", attack="FAB", index=i, job="j", label=0, clean_correct=True,
+                            status="attacked", correct=norms[i] is None, norm=norms[i] or 0.0, fooled=norms[i] is not None)
+
+    curve = min_norm_curve(plan, [record(i) for i in range(5)], clean, points=4)
+    assert [p["eps"] for p in curve] == [0.25, 0.5, 0.75, 1.0]
+    assert [p["robust_accuracy"]["k"] for p in curve] == [3, 3, 2, 1]  # 0.55 and 0.9 fall at 0.75 and 1.0
+    assert all(p["robust_accuracy"]["n"] == 5 and p["ar"]["n"] == 4 for p in curve)
+    assert {p["view"] for p in curve} == {"plain min-norm"}
+
+
+def test_a_fab_attack_draws_its_min_norm_curve_in_the_report(tmp_path: Path) -> None:
+    spec = {"defenses": ["none"], "data": {"source": "fashion-mnist", "n": 6},
+            "attacks": [{"label": "FAB-L2", "attack": "fab", "norm": "l2", "eps": 1.0, "steps": 10}]}
+    from gradconceal.evaluation.api import evaluate
+
+    results = evaluate({**BASE, **spec}, tmp_path / "out", quiet=True, plots=True)
+    row = results.rows[0]
+    curve = [p for p in row.sweep if p["view"] == "plain min-norm"]
+    assert len(curve) == 8 and curve[-1]["robust_accuracy"]["k"] == row.attacks["FAB-L2"].robust.k
+    ks = [p["robust_accuracy"]["k"] for p in curve]
+    assert ks == sorted(ks, reverse=True)  # robust accuracy never rises with the budget
+    assert (tmp_path / "out" / "robust_accuracy_vs_eps.png").is_file()

@@ -139,7 +139,8 @@ def _eps_value(eps: object) -> float:
 
 
 def plot_eps_curves(results: Results, path: Path) -> Optional[Path]:
-    """Robust accuracy (all images) vs eps per norm, one line per (model, defence, view); None without a sweep."""
+    """Robust accuracy (all images) vs eps per norm, one line per (model, defence, view): the sweep's attacks and
+    the curves a minimum-norm attack (FAB) gives for free; None without either."""
     points = [(row, p) for row in results.rows for p in row.sweep]
     if not points:
         return None
@@ -167,7 +168,7 @@ def plot_eps_curves(results: Results, path: Path) -> Optional[Path]:
         ax.set_xlabel("eps (x/255)" if norm == "linf" else f"eps ({norm} norm, [0, 1] pixels)")
         ax.set_ylabel("robust accuracy, all images (%)")
         ax.set_ylim(0, 102)
-        ax.set_title(f"PGD-{norm.capitalize()}: robust accuracy vs budget", fontsize=10)
+        ax.set_title(f"{norm.capitalize()}: robust accuracy vs budget (sweep, minimum-norm attacks)", fontsize=10)
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, path)
