@@ -188,7 +188,8 @@ class Runner:
                     "the weights nor the attack code), so it can be re-reported as it is but not resumed or "
                     "extended: rerun into a new --out, or add --recompute to compute it again")
             drop += legacy
-            kept = {k: r for k, r in kept.items() if k not in set(legacy)}
+            old = set(legacy)  # once: a folder holds tens of thousands of records
+            kept = {k: r for k, r in kept.items() if k not in old}
         return kept, drop
 
     def _missing(self, done: Mapping[Key, Record]) -> int:
