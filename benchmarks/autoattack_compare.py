@@ -425,8 +425,7 @@ def summary(paths: Sequence[str]) -> str:
         ens_linf = sum(linf[c]["ours"] for c in common)
         ens_l2 = sum(l2[c]["ours"] for c in common)
         whole.append([model, defense, sum(linf[c]["images"] for c in common), f"{rest:.0f}", f"{ens_linf:.0f}",
-                      f"{ens_l2:.0f}",
-                      f"{rest + ens_linf + ens_l2:.0f}"])
+                      f"{ens_l2:.0f}", f"{rest + ens_linf + ens_l2:.0f}"])
     if whole:
         lines += ["", "The whole adaptive preset (CPU seconds) on the chunks both norms cover:", ""]
         lines += _table(["model", "defence", "images", "rest of the preset", "ensemble Linf", "ensemble L2",
