@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from gradconceal.attacks import checks
 from gradconceal.attacks.losses import LOSSES, attack_loss, is_success, min_classes, ranked_wrong_classes
-from gradconceal.attacks.probe import check_num_classes, model_label, probe_model
+from gradconceal.attacks.probe import check_model_dtype, check_num_classes, model_label, probe_model
 from gradconceal.attacks.randomness import SampleRandom, random_layers, sample_rows, seeded_layers
 from gradconceal.attacks.threat import NORMS, Number, ThreatModel
 from gradconceal.errors import GradconcealError
@@ -41,9 +41,10 @@ class AttackResult:
     target). Samples the model got wrong on the clean image (``clean_correct`` False) are not attacked:
     their adversarial image is the clean one and ``fooled`` is False. ``grad_evals`` counts input-gradient
     evaluations (one forward + backward each; EOT counts every draw), ``forward_evals`` forward-only
-    passes (queries), including the clean check and the final verification (which a deterministic model
-    skips for images it already judged fooled inside the budget). ``stopped_early``: the sample
-    left the batch once fooled, before its step or query budget was used up.
+    passes (queries), including the clean check (also when the caller made it and passed ``clean_logits``)
+    and the final verification (which a deterministic model skips for images it already judged fooled
+    inside the budget). ``stopped_early``: the sample left the batch once fooled, before its step or query
+    budget was used up.
 
     ``non_finite``: the model gave a NaN or infinite logit, loss or input gradient for the sample during
     the attack (or on its final image). Such a sample is never robust, whatever ``fooled`` says:
@@ -243,6 +244,27 @@ def _is_stochastic(model: nn.Module) -> bool:
     return bool(random_layers(model))
 
 
+def _checked_clean_logits(logits: object, labels: Tensor, device: torch.device, model_name: str) -> Tensor:
+    """A caller's clean logits, detached on ``device``, once they are (N, classes) finite floating-point values
+    with a class for every label; a ``GradconcealError`` naming what is wrong otherwise."""
+    count = int(labels.shape[0])
+    if not isinstance(logits, Tensor):
+        raise GradconcealError(f"clean_logits must be a tensor of shape (N, classes), got {type(logits).__name__}")
+    if not logits.dtype.is_floating_point:
+        raise GradconcealError(f"clean_logits must be floating-point logits, got {str(logits.dtype).replace('torch.', '')} "
+                               "values (class indices after argmax?)")
+    if logits.ndim != 2 or int(logits.shape[0]) != count or int(logits.shape[1]) == 0:
+        raise GradconcealError(f"clean_logits must have shape (N, classes) = ({count}, classes) for {count} images, "
+                               f"got {tuple(logits.shape)}")
+    finite = torch.isfinite(logits).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero().flatten()[0])
+        raise GradconcealError(f"clean_logits hold NaN or infinite values for {int((~finite).sum())} of {count} images "
+                               f"(the first: image {first}); pass the model's own finite logits, or none")
+    check_num_classes(logits, labels, model_name)
+    return logits.detach().to(device)
+
+
 def _has_training_layers(model: nn.Module) -> bool:
     """True when a layer whose output depends on the mode (batch norm, dropout) is in training mode."""
     kinds = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)
@@ -304,6 +326,7 @@ class Attack(abc.ABC):
         sample_seeds: Optional[Sequence[int]] = None,
         *,
         target_labels: Optional[Tensor] = None,
+        clean_logits: Optional[Tensor] = None,
     ) -> AttackResult:
         """Attack every correctly classified image; return the adversarial images and per-sample records.
 
@@ -311,14 +334,22 @@ class Attack(abc.ABC):
         depend on batching. ``target_labels`` (targeted attacks only) sets each sample's target; without
         them a targeted attack aims at the most likely wrong classes and counts any misclassification.
 
+        ``clean_logits`` (N x classes, any floating dtype, any device): the model's logits on ``images``, for a
+        caller that already has them (the evaluation runner's clean pass); the attack then skips its own clean
+        forward. They are checked (shape, finite, class count) and used as given: when they are the model's
+        own, every result (adversarial images, ``fooled``, counts) is bit-identical to a call without them.
+        ``forward_evals`` still counts the clean query: the caller made it. On a random model a call with
+        them differs from one without: the attack's clean forward would have taken one draw of the layers.
+
         The model is run in the mode it is in; its buffers and modes, and the global random generators, are
         as they were when the call returns (``gradconceal.preserve``).
         """
         with preserved_rng(), preserved_model(self.model):
-            return self._perturb(images, labels, sample_seeds, target_labels)
+            return self._perturb(images, labels, sample_seeds, target_labels, clean_logits)
 
     def _perturb(
-        self, images: Tensor, labels: Tensor, sample_seeds: Optional[Sequence[int]], target_labels: Optional[Tensor]
+        self, images: Tensor, labels: Tensor, sample_seeds: Optional[Sequence[int]], target_labels: Optional[Tensor],
+        given_logits: Optional[Tensor] = None,
     ) -> AttackResult:
         images = checks.check_images(images, self.model)
         count, device = images.shape[0], images.device
@@ -336,7 +367,11 @@ class Attack(abc.ABC):
                            "running statistics afterwards", type(self).__name__)
             self._warned_training = True
 
-        clean_logits = probe_model(self.model, images, labels, model_name=name)
+        if given_logits is None:
+            clean_logits = probe_model(self.model, images, labels, model_name=name)
+        else:
+            check_model_dtype(self.model, images, name)
+            clean_logits = _checked_clean_logits(given_logits, labels, device, name)
         classes = int(clean_logits.shape[1])
         if goal is not None:
             check_num_classes(classes, goal, name, "target_labels")

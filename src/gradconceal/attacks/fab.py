@@ -172,11 +172,13 @@ class FAB(Attack):
         sample_seeds: Optional[Sequence[int]] = None,
         *,
         target_labels: Optional[Tensor] = None,
+        clean_logits: Optional[Tensor] = None,
     ) -> FABResult:
         """``Attack.perturb`` plus ``min_norm`` per sample (see ``FABResult``)."""
         self._found = None
         try:
-            result = super().perturb(images, labels, sample_seeds, target_labels=target_labels)
+            result = super().perturb(images, labels, sample_seeds, target_labels=target_labels,
+                                     clean_logits=clean_logits)
             min_norm = torch.zeros(len(result), dtype=torch.float32)
             active = result.clean_correct.nonzero().flatten()
             if self._found is not None and active.numel():

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from gradconceal.attacks.plan import AttackPlan
 from gradconceal.attacks.probe import probe_model
+from gradconceal.attacks.randomness import random_layers
 from gradconceal.defenses import DefendedModel
 from gradconceal.defenses.randomization import seeded_randomness
 from gradconceal.errors import GradconcealError
@@ -91,6 +92,10 @@ class Runner:
         self.class_names: Dict[str, Optional[List[str]]] = {}
         self._restore: List[Any] = []
         self._loaded: Optional[Tuple[str, nn.Module]] = None  # a model prepare() loaded, reused by its jobs
+        # The clean logits of the current row's last pass, by batch (its image indices), on the CPU in the dtype
+        # the model gave them: the attacks of a deterministic row take them instead of a clean forward of their
+        # own when their batch is the same (``_attack_pass``).
+        self._batch_logits: Dict[Tuple[int, ...], Tensor] = {}
         # seconds_by_attack starts from the earlier finished runs' seconds (a resumed run adds its own);
         # attack_seconds is this run's alone
         self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
@@ -302,8 +307,15 @@ class Runner:
 
     def _predict(self, model: nn.Module, images: Tensor, seeds: Sequence[int]) -> Tuple[List[int], List[bool]]:
         """Predicted classes and, per image, whether every logit was finite (a NaN would win the argmax)."""
+        return self._decide(self._logits(model, images, seeds))
+
+    def _logits(self, model: nn.Module, images: Tensor, seeds: Sequence[int]) -> Tensor:
+        """The model's logits on ``images`` (no gradient; the images' draws of random layers; autocast)."""
         with torch.no_grad(), seeded_randomness(model, seeds), self._autocast():
-            logits = model(images)
+            return model(images)
+
+    @staticmethod
+    def _decide(logits: Tensor) -> Tuple[List[int], List[bool]]:
         return logits.argmax(dim=1).tolist(), torch.isfinite(logits).all(dim=1).tolist()
 
     def _judge(self, model: nn.Module, images: Tensor, seeds: Sequence[int], accepted: Sequence[Sequence[int]],
@@ -365,9 +377,13 @@ class Runner:
             if isinstance(record, CleanRecord):
                 clean[i] = record
         todo = [i for i in shard if i not in clean]
+        self._batch_logits = {}
         with self._bar(len(todo), f"{model}/{defense} clean") as bar:
             for batch in self._blocks(todo):
-                preds, finite = self._predict(defended, self._images(batch), sample_seeds(self.spec.seed, batch))
+                logits = self._logits(defended, self._images(batch), sample_seeds(self.spec.seed, batch))
+                preds, finite = self._decide(logits)
+                if not job.defense.random:
+                    self._batch_logits[tuple(batch)] = logits.detach().cpu()
                 if not all(finite):
                     index = batch[finite.index(False)]
                     raise GradconcealError(f"model {model!r} with defence {defense!r} gives NaN or infinite logits on "
@@ -431,6 +447,8 @@ class Runner:
         rest = [i for i in todo if i not in single_set]
         batches = single + self._blocks(rest)
         shared = plan.build(defended) if rest else None
+        reuse = self._reuses_clean_logits(job, defended)
+        kept: Dict[Tuple[int, ...], Tensor] = {}
         with self._bar(len(todo), f"{model}/{defense} {plan.label}") as bar:
             for batch in batches:
                 if batch[0] in single_set:
@@ -442,8 +460,14 @@ class Runner:
                 seeds = sample_seeds(self.spec.seed, batch)
                 images = self._images(batch)
                 labels = torch.tensor([clean[i].label for i in batch], device=self.device)
+                given: Optional[Tensor] = None
+                if reuse and batch[0] not in single_set:
+                    given = self._batch_logits.get(tuple(batch))
+                    if given is None:  # the forward the attack would make (same model, same batch): kept for the next
+                        given = self._logits(attack.model, images, seeds)
+                    kept[tuple(batch)] = given = given.detach().cpu()
                 with self._autocast(), seeded_randomness(defended, seeds):
-                    result = attack.perturb(images, labels, sample_seeds=seeds)
+                    result = attack.perturb(images, labels, sample_seeds=seeds, clean_logits=given)
                 adversarial = result.adversarial.detach()
                 accepted = [clean[i].accepted for i in batch]
                 preds, right, right_draws, finite = self._judge(defended, adversarial, seeds, accepted, draws)
@@ -470,10 +494,30 @@ class Runner:
                 store.append(records)
                 self.stats["computed_records"] += len(records)
                 bar.update(len(batch))
+        if reuse:
+            self._batch_logits = kept
         elapsed = time.perf_counter() - started
         self.stats["attack_seconds"] += elapsed
         key = seconds_key(model, defense, plan.label)
         self.stats["seconds_by_attack"][key] = self.stats["seconds_by_attack"].get(key, 0.0) + elapsed
+
+    @staticmethod
+    def _reuses_clean_logits(job: Job, defended: nn.Module) -> bool:
+        """Whether the row's attacks take clean logits the runner already has instead of a forward of their own.
+
+        Only where that changes nothing: a deterministic model (a random defence's attack takes the image's first
+        draw in its clean forward; skipping it would shift every later draw) seen through a view whose forward is
+        the model's own (plain, BPDA; not transfer, whose attack is judged on the model but crafted on another).
+        The logits must be those of the very batch the attack gets: on the CPU a forward's float32 logits change
+        in the last bits with the batch's size and content (oneDNN and MKL block the work by batch), while the
+        same batch gives the same bits. So a batch reuses the logits of an identical earlier batch of the row
+        (the clean pass's, or an earlier attack's); elsewhere the runner makes the forward the attack would have
+        made and keeps it for the next attack. An image with several accepted labels (attacked alone through an
+        ``AcceptedLabels`` view with other logits) makes its own.
+        """
+        plan = job.plan
+        return (plan is not None and not job.defense.random and not random_layers(defended)
+                and plan.view in ("plain", "bpda") and plan.attack != "transfer")
 
     # the whole run -------------------------------------------------------------------------------------
     def run(self) -> Dict[Key, Record]:
