@@ -379,10 +379,15 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> List[str]:
     return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
 
 
+def _attack_seconds(chunks: Sequence[Mapping[str, Any]], side: str, name: str) -> float:
+    """CPU seconds of attack ``name`` of ``side`` ("autoattack" or "ours") over ``chunks``."""
+    return sum(c["cpu_seconds"][f"{side}_by_attack"].get(name, 0.0) for c in chunks)
+
+
 def summary(paths: Sequence[str]) -> str:
     """The Markdown tables of the result folders under ``paths``: both sides per folder, the exceptions, the whole
     preset's time, and the commands."""
-    rows, exceptions, commands = [], [], []
+    rows, exceptions, commands, by_attack = [], [], [], []
     totals: Dict[Tuple[str, str], Dict[str, Dict[int, Dict[str, Any]]]] = {}
     for folder in result_folders(paths):
         config, chunks = read_folder(folder)
@@ -395,12 +400,18 @@ def summary(paths: Sequence[str]) -> str:
         only_ours = sum(1 for r in attacked if r["robust_autoattack"] and not r["robust_ours"])
         aa_s, ours_s = (sum(c["cpu_seconds"][side] for c in chunks) for side in ("autoattack", "ours"))
         aa_wall, ours_wall = (sum(c["seconds"][side] for c in chunks) for side in ("autoattack", "ours"))
+        rest_s = sum(c["cpu_seconds"].get("rest", 0.0) for c in chunks) if config["rest"] else None
         norm = {"linf": "Linf", "l2": "L2"}[config["norm"]]
-        rows.append([config["model"], config["defense"], str(ThreatModel(config["norm"], config["eps"])), len(images),
-                     len(attacked),
+        threat = str(ThreatModel(config["norm"], config["eps"]))
+        rows.append([config["model"], config["defense"], threat, len(images), len(attacked),
                      sum(1 for r in attacked if r["robust_autoattack"]), sum(1 for r in attacked if r["robust_ours"]),
                      f"{len(missed)} ({len(seed_dependent)})", only_ours, f"{aa_s:.0f}", f"{ours_s:.0f}",
-                     f"{ours_s / aa_s:.2f}" if aa_s else "-", f"{ours_wall / aa_wall:.2f}" if aa_wall else "-"])
+                     f"{ours_s / aa_s:.2f}" if aa_s else "-", f"{ours_wall / aa_wall:.2f}" if aa_wall else "-",
+                     "-" if rest_s is None else f"{rest_s:.0f}"])
+        steps = [_attack_seconds(chunks, "autoattack", name) for name in AUTOATTACK_ORDER]
+        ours_steps = [_attack_seconds(chunks, "ours", plan["label"]) for plan in config["ours"][:len(AUTOATTACK_ORDER)]]
+        by_attack.append([config["model"], config["defense"], threat,
+                          *(f"{a:.0f} / {o:.0f}" for a, o in zip(steps, ours_steps))])
         exceptions += [[config["model"], config["defense"], norm, r["index"], r["label"], r["autoattack_broken_by"],
                         r.get("autoattack_norm"), "yes" if r["check_robust_autoattack"] else
                         f"no ({r['check_broken_by']})"] for r in missed]
@@ -410,7 +421,9 @@ def summary(paths: Sequence[str]) -> str:
                                      for c in chunks}
     lines = _table(["model", "defence", "threat", "images", "clean-correct", "robust: AutoAttack", "robust: ours",
                     "AA breaks, ours not (another AA seed misses too)", "ours breaks, AA not", "AA CPU s",
-                    "ours CPU s", "ours / AA (CPU)", "ours / AA (wall)"], rows)
+                    "ours CPU s", "ours / AA (CPU)", "ours / AA (wall)", "rest of the preset CPU s"], rows)
+    lines += ["", "CPU seconds per attack, AutoAttack / ours:", ""]
+    lines += _table(["model", "defence", "threat", "APGD-CE", "APGD-T", "FAB-T", "Square"], by_attack)
     if exceptions:
         lines += ["", "Images AutoAttack breaks and ours does not:", ""]
         lines += _table(["model", "defence", "norm", "image", "label", "broken by (AA)", "AA norm",
