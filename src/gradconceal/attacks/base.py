@@ -156,6 +156,8 @@ class RunState:
         Gradients are taken with ``torch.autograd.grad`` w.r.t. the input only, so no parameter gradient is
         computed or stored and every graph is freed before the next draw.
         """
+        if rows.numel() == 0:  # every row left the batch: no model call (nor a compiled graph for 0 images)
+            return x.new_zeros(0), torch.zeros_like(x), self.clean_logits.new_zeros(0, self.clean_logits.shape[1])
         labels = self.labels[rows]
         targets = self.targets[rows] if self.targets is not None else None
         x = x.detach().requires_grad_(True)
@@ -199,6 +201,8 @@ class RunState:
 
     def logits(self, rows: Tensor, x: Tensor) -> Tensor:
         """Logits at ``x`` for ``rows`` without a gradient (one query each)."""
+        if rows.numel() == 0:
+            return self.clean_logits.new_zeros(0, self.clean_logits.shape[1])
         with torch.no_grad(), self._holding(rows):
             logits = self.model(x)
         self.forward_evals.index_add_(0, rows, torch.ones_like(rows))

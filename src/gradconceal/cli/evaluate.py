@@ -26,7 +26,7 @@ EPILOG = """examples:
 
 A spec (TOML or JSON) holds: format_version, models, defenses (none, gcm, resize-pad, challenge), data
 {source, n, split}, attacks (presets paper, adaptive, autoattack-like, or explicit tables), batch_size,
-device, dtype, seed, and optionally sweep, cascade, keep_adversarial, gallery, audit. Flags given with a
+device, dtype, seed, and optionally sweep, cascade, keep_adversarial, gallery, audit, compile. Flags given with a
 spec file override its values. Rerunning into the same --out resumes where the last run stopped.
 """
 
@@ -74,6 +74,10 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int)
     group.add_argument("--cascade", action="store_true", default=None, help="each attack only on images still robust")
     group.add_argument("--keep-adversarial", action="store_true", default=None, help="save every adversarial image (PNG)")
+    group.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                       help="run the attacks' model through torch.compile (MODE: default | reduce-overhead | "
+                            "max-autotune | max-autotune-no-cudagraphs; spec key 'compile'); the clean pass and the "
+                            "judging stay eager")
     group.add_argument("--no-audit", action="store_true", help="skip the masking audit")
 
 
@@ -99,7 +103,7 @@ def spec_from_flags(args: argparse.Namespace, base: Optional[Dict[str, Any]] = N
         norms = [check.choice(n, "--sweep", tuple(DEFAULT_SWEEP)) for n in args.sweep.split(",") if n.strip()]
         spec["sweep"] = {norm: DEFAULT_SWEEP[norm] for norm in norms}
     for flag, key in (("batch_size", "batch_size"), ("device", "device"), ("dtype", "dtype"), ("seed", "seed"),
-                      ("cascade", "cascade"), ("keep_adversarial", "keep_adversarial")):
+                      ("cascade", "cascade"), ("keep_adversarial", "keep_adversarial"), ("compile", "compile")):
         value = getattr(args, flag, None)
         if value is not None:
             spec[key] = value
@@ -116,7 +120,7 @@ def spec_from_flags(args: argparse.Namespace, base: Optional[Dict[str, Any]] = N
 
 def _flags_given(args: argparse.Namespace) -> bool:
     names = ("model", "weights", "defense", "data", "n", "attacks", "sweep", "batch_size", "device", "dtype", "seed",
-             "cascade", "keep_adversarial")
+             "cascade", "keep_adversarial", "compile")
     return any(getattr(args, name, None) is not None for name in names) or bool(getattr(args, "no_audit", False))
 
 

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
 
 import torch
 from torch import Tensor, nn
@@ -66,6 +66,9 @@ def seconds_key(model: str, defense: str, attack: str) -> str:
 
 class Runner:
     """Runs one spec into an output folder; ``run()`` returns every record of the folder."""
+
+    # The torch.compile backend of ``spec.compile`` (a cheaper or counting one can be swapped in, e.g. "aot_eager").
+    compile_backend: Any = "inductor"
 
     def __init__(
         self,
@@ -289,6 +292,21 @@ class Runner:
         while self._restore:
             self._restore.pop()()
 
+    def _attacker_base(self, base: nn.Module) -> nn.Module:
+        """The base network the attacks run: ``base`` through ``torch.compile`` when ``spec.compile`` asks, else itself.
+
+        Only the attacks' model is compiled, once per model; the defence layers in front of it (GCM, resize-and-
+        pad), their BPDA hooks and the clean pass and judging of the records stay eager, so every record's verdict
+        is the eager model's. ``dynamic=True`` compiles the batch dimension as a symbol: early stop shrinks batches
+        without recompiling. What remains is one graph per grad mode (attack steps; clean and final checks), each
+        for batches of 1, 2-15 and 16+ images (torch specialises these on the CPU): at most 6 per model, under
+        torch's recompile limit (8). An attack makes no model call for an empty batch (``RunState``).
+        """
+        if self.spec.compile is None:
+            return base
+        mode = None if self.spec.compile == "default" else self.spec.compile
+        return cast(nn.Module, torch.compile(base, backend=self.compile_backend, mode=mode, dynamic=True))
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.spec.dtype in ("bfloat16", "float16"):
             return torch.autocast(device_type=self.device.type, dtype=_DTYPES[self.spec.dtype])
@@ -382,7 +400,7 @@ class Runner:
             for batch in self._blocks(todo):
                 logits = self._logits(defended, self._images(batch), sample_seeds(self.spec.seed, batch))
                 preds, finite = self._decide(logits)
-                if not job.defense.random:
+                if not job.defense.random and self.spec.compile is None:  # compiled attacks make their own
                     self._batch_logits[tuple(batch)] = logits.detach().cpu()
                 if not all(finite):
                     index = batch[finite.index(False)]
@@ -404,9 +422,12 @@ class Runner:
 
     def _attack_pass(self, job: Job, defended: DefendedModel, shard: Sequence[int], clean: Mapping[int, CleanRecord],
                      broken: Dict[int, bool], done: Mapping[Key, Record], store: RecordStore,
-                     cascades: Dict[str, Dict[int, bool]]) -> None:
+                     cascades: Dict[str, Dict[int, bool]], attacked: Optional[nn.Module] = None) -> None:
         """Attack the row's images of ``shard`` (the first ``plan.n``); ``broken`` marks images any attack broke
-        (the spec-wide cascade), ``cascades`` those each named cascade broke (the plan's own cascade)."""
+        (the spec-wide cascade), ``cascades`` those each named cascade broke (the plan's own cascade). The attacks
+        run ``attacked`` (the defended model with a compiled base, sharing its layers) when given; the records'
+        verdicts are ``defended``'s."""
+        attacker = attacked if attacked is not None else defended
         plan = job.plan
         assert plan is not None  # attack jobs have a plan; the clean pass is _clean_pass
         model, defense = job.model.label, job.defense.label
@@ -446,14 +467,14 @@ class Runner:
         single_set = {batch[0] for batch in single}
         rest = [i for i in todo if i not in single_set]
         batches = single + self._blocks(rest)
-        shared = plan.build(defended) if rest else None
+        shared = plan.build(attacker) if rest else None
         reuse = self._reuses_clean_logits(job, defended)
         kept: Dict[Tuple[int, ...], Tensor] = {}
         with self._bar(len(todo), f"{model}/{defense} {plan.label}") as bar:
             for batch in batches:
                 if batch[0] in single_set:
                     first = clean[batch[0]]
-                    attack = plan.build(defended, first.accepted, first.label)
+                    attack = plan.build(attacker, first.accepted, first.label)
                 else:
                     assert shared is not None  # built whenever a batch of several-label-free images exists
                     attack = shared
@@ -572,6 +593,8 @@ class Runner:
         clean: Dict[int, CleanRecord] = {}
         broken: Dict[int, bool] = {}
         cascades: Dict[str, Dict[int, bool]] = {}
+        attacker_base: Optional[nn.Module] = None
+        attacked: Dict[Tuple[str, str], nn.Module] = {}
         with store:
             for job in self.jobs:
                 row = (job.model.label, job.defense.label)
@@ -582,13 +605,16 @@ class Runner:
                                                      else self._load_model(job.model))
                     self.class_names[job.model.label] = (getattr(base, "class_names", None)
                                                          or getattr(self.dataset, "class_names", None))
+                    attacker_base = self._attacker_base(base)
                 if job.plan is None:  # a new row: its clean pass
                     defended = build_defended(bases[job.model.label], job.defense, self.image_size)
                     self.defended[row] = defended  # layers hold no tensors
+                    if attacker_base is not None and attacker_base is not defended.base:  # the same layer objects
+                        attacked[row] = DefendedModel(attacker_base, list(defended.defenses)).eval()
                     clean, broken, cascades = self._clean_pass(job, defended, shard, done, store), {}, {}
                     continue
                 self._attack_pass(job, self.defended[row], shard, clean,
-                                  broken if job.plan.group != "sweep" else {}, done, store, cascades)
+                                  broken if job.plan.group != "sweep" else {}, done, store, cascades, attacked.get(row))
         self.dist.barrier()
         if self.dist.rank == 0:
             merged = store.merge_parts()

@@ -54,7 +54,7 @@ DTYPES = ("float32", "float64", "bfloat16", "float16")
 
 _TOP_KEYS = (
     "format_version", "title", "models", "defenses", "data", "attacks", "sweep", "batch_size", "device",
-    "dtype", "seed", "cascade", "keep_adversarial", "gallery", "audit", "draws",
+    "dtype", "seed", "cascade", "keep_adversarial", "gallery", "audit", "draws", "compile",
 )
 _MODEL_KEYS = ("name", "label", "weights", "pretrained")
 _DEFENSE_KEYS = ("name", "label", "w", "epsilon", "min_size", "bits")
@@ -62,6 +62,8 @@ _DATA_KEYS = ("source", "n", "split", "workers")
 _PRESET_ENTRY_KEYS = ("preset", "overrides", "reason", "keep", "n")
 _ATTACK_ENTRY_KEYS = ("label", "attack", "view", "keep", "reason", "n")
 DEFAULT_DRAWS = 20  # draws of a random defence each adversarial image is judged on
+# ``compile``: false (eager), true (torch.compile's "default" mode) or one of its modes
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _SWEEP_KEYS = ("attack", "views", "linf", "l2", "l1", "settings")
 
 PathLike = Union[str, Path]
@@ -244,6 +246,9 @@ class EvalSpec:
     gallery: int = 4
     audit: bool = True
     draws: int = DEFAULT_DRAWS
+    # torch.compile mode of the models' base networks, None for eager: a speed setting like batch_size, not part
+    # of any job key (the records' decisions are the eager model's; see docs/usage.md)
+    compile: Optional[str] = None
     title: str = "gradconceal evaluation"
     format_version: int = FORMAT_VERSION
     base_dir: Path = field(default_factory=Path.cwd, compare=False, repr=False)
@@ -266,6 +271,7 @@ class EvalSpec:
             "gallery": self.gallery,
             "audit": self.audit,
             "draws": self.draws,
+            "compile": self.compile if self.compile is not None else False,
         }
         if self.sweep is not None:
             out["sweep"] = self.sweep.to_dict()
@@ -402,6 +408,7 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, extra_models: Sequence
         gallery=_int(raw.get("gallery", 4), "gallery", minimum=0),
         audit=_bool(raw.get("audit", True), "audit"),
         draws=_int(raw.get("draws", DEFAULT_DRAWS), "draws", minimum=1),
+        compile=_compile_mode(raw.get("compile", False)),
         title=_str(raw.get("title", "gradconceal evaluation"), "title"),
         format_version=FORMAT_VERSION,
         base_dir=base_dir,
@@ -412,6 +419,18 @@ def parse_spec(raw: Mapping[str, Any], *, base_dir: Path, extra_models: Sequence
 
 
 # -- field parsers --------------------------------------------------------------------------------------
+def _compile_mode(value: Any) -> Optional[str]:
+    """The spec's ``compile``: None for false, "default" for true, else one of ``COMPILE_MODES``."""
+    if value is False or value is None:
+        return None
+    if value is True:
+        return "default"
+    if not isinstance(value, str):
+        raise GradconcealError(f"compile must be true, false or a torch.compile mode {list(COMPILE_MODES)}, "
+                               f"got {value!r}")
+    return _choice(value, "compile", COMPILE_MODES)
+
+
 # The checks of ``gradconceal._validate`` under the short names this module's parsers use.
 _check_keys = _validate.check_keys  # (table, allowed, where): unknown key 'x' in where (did you mean 'y'?)
 _int = _validate.integer  # (value, name, *, minimum=None)
