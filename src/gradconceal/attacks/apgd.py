@@ -152,4 +152,6 @@ class APGD(Attack):
                  increases, loss_best_at_check, reduced_at_check) = state.drop_fooled(
                     rows, origin, x, x_previous, grad, step, x_best, loss_best, grad_best, loss_previous,
                     increases, loss_best_at_check, reduced_at_check)
+                if rows.numel() == 0:  # every sample fooled: the remaining steps would act on nothing
+                    break
         return rows, x_best

@@ -92,6 +92,8 @@ class CW(Attack):
                 w = w - self.lr * corrected
                 if state.check_due(step, self.steps):
                     rows, origin, w, c, first, second, found = state.drop_fooled(rows, origin, w, c, first, second, found)
+                    if rows.numel() == 0:  # every sample done: the remaining steps would act on nothing
+                        break
             self._update_constants(rows, found, const, lower, upper)
         return closest
 
