@@ -2,7 +2,7 @@
 
 It prints each photo's clean prediction with and without GCM, the gradient facts that explain GCM, then
 the paper's attacks beside the adaptive ones, and writes the full report. The default run reduces a few
-step counts so that it finishes in about three minutes on a 2-core CPU (the reason is written into the
+step counts so that it finishes in about five minutes of one CPU core (the reason is written into the
 report); ``--full`` runs the presets as published.
 """
 
@@ -18,7 +18,7 @@ from gradconceal.threads import add_threads_flag, apply_threads
 log = logging.getLogger(__name__)
 
 EPILOG = """examples:
-  gradconceal demo                          # about 3 minutes on a 2-core CPU; report in gradconceal-report/
+  gradconceal demo                          # about 5 minutes of one core; report in gradconceal-report/
   gradconceal demo --out my-report/
   gradconceal demo --full                   # the presets unreduced (much longer on a CPU)
   gradconceal demo --device cuda
@@ -28,7 +28,7 @@ EPILOG = """examples:
 REDUCTION_REASON = (
     "The quick demo halves the PGD steps (doubling the step size, so each attack can still travel as far) and "
     "runs C&W with 2 binary-search steps of 10 Adam steps instead of 5 x 100 and APGD with 10 steps instead of 50, so that the whole demo takes about "
-    "3 minutes on a 2-core CPU; every attack still runs. On GCM the plain-gradient attacks fail whatever their "
+    "5 minutes of one CPU core; every attack still runs. On GCM the plain-gradient attacks fail whatever their "
     "steps (the gradient they follow is noise); 'gradconceal demo --full' runs the presets unreduced."
 )
 CW_QUICK = {"steps": 10, "binary_search_steps": 2}
