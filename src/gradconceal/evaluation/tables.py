@@ -120,7 +120,7 @@ def text_table(plans: Sequence[AttackPlan], rows: Sequence[RowMetrics], info: Ma
         if not group:
             lines.append(("(none in this spec: the numbers above cannot tell robustness from masking)", []))
         for plan in group:
-            lines.append((plan.label, [_cell(r.attacks.get(plan.label)) for r in rows]))
+            lines.append((column_title(plan, images_of(rows)), [_cell(r.attacks.get(plan.label)) for r in rows]))
         lines.append((worst_title, [_worst_cell(getattr(r, worst_attr)) for r in rows]))
     if has_preset_worst(rows):
         lines.append(("worst case, preset attacks", [_worst_cell(r.worst_presets) for r in rows]))
