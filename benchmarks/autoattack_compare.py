@@ -38,7 +38,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -130,24 +130,29 @@ def judge(defended: nn.Module, threat: ThreatModel, images: Tensor, labels: Tens
     return wrong & inside, inside, threat.norms(adversarial - images)
 
 
-def run_autoattack(view: nn.Module, defended: nn.Module, threat: ThreatModel, images: Tensor, labels: Tensor,
-                   seed: int) -> Tuple[List[Optional[str]], Stopwatch, List[Optional[float]], int]:
-    """AutoAttack's cascade, one attack per call on the images still robust: per image the attack that broke it
-    (None: robust), seconds per attack, the breaking norm, and how many adversarial images lay outside the budget."""
+Cascade = Tuple[List[Optional[str]], Stopwatch, List[Optional[float]], int]
+# one attack of a cascade: (its name, the images still robust, their labels, their positions) ->
+# (adversarial images, per-image non-finite flags or None)
+CascadeStep = Callable[[str, Tensor, Tensor, List[int]], Tuple[Tensor, Optional[Tensor]]]
+
+
+def run_cascade(names: Sequence[str], step: CascadeStep, defended: nn.Module, threat: ThreatModel, images: Tensor,
+                labels: Tensor) -> Cascade:
+    """A cascade, each attack on the images still robust: per image the attack that broke it (None: robust),
+    seconds per attack, the breaking norm, and how many adversarial images lay outside the budget. Both sides
+    are judged by ``judge`` on the defended model."""
     broken_by: List[Optional[str]] = [None] * len(labels)
     norms: List[Optional[float]] = [None] * len(labels)
     seconds = Stopwatch()
     outside = 0
-    for name in AUTOATTACK_ORDER:
+    for name in names:
         robust = [i for i, who in enumerate(broken_by) if who is None]
         if not robust:
             break
         x, y = images[robust], labels[robust]
-        with torch.random.fork_rng(), seconds.time(name):  # pyautoattack reseeds torch's global generator
-            autoattack = make_autoattack(view, norm=threat.norm, eps=threat.eps, seed=seed)
-            autoattack.attacks_to_run = [name]
-            adversarial, _ = autoattack.run_standard_evaluation(x, y, batch_size=len(robust))
-        broken, inside, distance = judge(defended, threat, x, y, adversarial.detach())
+        with seconds.time(name):
+            adversarial, non_finite = step(name, x, y, robust)
+        broken, inside, distance = judge(defended, threat, x, y, adversarial.detach(), non_finite)
         outside += int((~inside).sum())
         for j, i in enumerate(robust):
             if broken[j]:
@@ -155,28 +160,30 @@ def run_autoattack(view: nn.Module, defended: nn.Module, threat: ThreatModel, im
     return broken_by, seconds, norms, outside
 
 
+def run_autoattack(view: nn.Module, defended: nn.Module, threat: ThreatModel, images: Tensor, labels: Tensor,
+                   seed: int) -> Cascade:
+    """AutoAttack's cascade, one attack per call on the images still robust (``run_cascade``)."""
+
+    def step(name: str, x: Tensor, y: Tensor, robust: List[int]) -> Tuple[Tensor, Optional[Tensor]]:
+        with torch.random.fork_rng():  # pyautoattack reseeds torch's global generator
+            autoattack = make_autoattack(view, norm=threat.norm, eps=threat.eps, seed=seed)
+            autoattack.attacks_to_run = [name]
+            adversarial, _ = autoattack.run_standard_evaluation(x, y, batch_size=len(robust))
+        return adversarial, None
+
+    return run_cascade(AUTOATTACK_ORDER, step, defended, threat, images, labels)
+
+
 def run_ours(plans: Sequence[AttackPlan], defended: nn.Module, threat: ThreatModel, images: Tensor, labels: Tensor,
-             seeds: Sequence[int]) -> Tuple[List[Optional[str]], Stopwatch, List[Optional[float]], int]:
-    """Our cascade: each plan on the images still robust, with their per-image seeds; same outputs as
-    ``run_autoattack``."""
-    broken_by: List[Optional[str]] = [None] * len(labels)
-    norms: List[Optional[float]] = [None] * len(labels)
-    seconds = Stopwatch()
-    outside = 0
-    for plan in plans:
-        robust = [i for i, who in enumerate(broken_by) if who is None]
-        if not robust:
-            break
-        x, y = images[robust], labels[robust]
-        with seconds.time(plan.label):
-            attack = plan.build(defended)
-            result = attack.perturb(x, y, sample_seeds=[seeds[i] for i in robust])
-        broken, inside, distance = judge(defended, threat, x, y, result.adversarial.detach(), result.non_finite)
-        outside += int((~inside).sum())
-        for j, i in enumerate(robust):
-            if broken[j]:
-                broken_by[i], norms[i] = plan.label, float(distance[j])
-    return broken_by, seconds, norms, outside
+             seeds: Sequence[int]) -> Cascade:
+    """Our cascade: each plan on the images still robust, with their per-image seeds (``run_cascade``)."""
+    by_label = {plan.label: plan for plan in plans}
+
+    def step(label: str, x: Tensor, y: Tensor, robust: List[int]) -> Tuple[Tensor, Optional[Tensor]]:
+        result = by_label[label].build(defended).perturb(x, y, sample_seeds=[seeds[i] for i in robust])
+        return result.adversarial, result.non_finite
+
+    return run_cascade(list(by_label), step, defended, threat, images, labels)
 
 
 def run_rest(plans: Sequence[AttackPlan], defended: nn.Module, images: Tensor, labels: Tensor,
