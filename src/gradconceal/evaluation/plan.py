@@ -22,7 +22,7 @@ from gradconceal.attacks.registry import create_attack
 from gradconceal.errors import GradconcealError, suggest
 from gradconceal.evaluation.artifacts import check_distinct_names
 from gradconceal.evaluation.records import CLEAN_LABEL
-from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry
+from gradconceal.evaluation.spec import DefenseEntry, EvalSpec, ModelEntry, label_matches
 
 # Bumped whenever the meaning of a record changes, so that a resume never mixes the two. Version 1 (folders made
 # before job keys covered the weights and the attack code) can be re-reported but never resumed.
@@ -99,10 +99,8 @@ def plan_attacks(spec: EvalSpec, image_size: Sequence[int]) -> List[AttackPlan]:
                     raise GradconcealError(f"{where}.overrides: preset {entry.preset!r} has no attack {label!r}"
                                            f"{suggest(label, labels)}; its attacks: {', '.join(labels)}")
             if isinstance(entry.n, Mapping):
-                import fnmatch
-
                 for pattern in entry.n:
-                    if not any(label == pattern or fnmatch.fnmatchcase(label, pattern) for label in labels):
+                    if not any(label_matches(label, pattern) for label in labels):
                         raise GradconcealError(f"{where}.n: {pattern!r} matches no attack of preset {entry.preset!r}"
                                                f"{suggest(pattern, labels)}; its attacks: {', '.join(labels)}")
             for s in specs:

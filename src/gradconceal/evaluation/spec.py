@@ -19,6 +19,7 @@ Example (TOML)::
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import sys
 from dataclasses import dataclass, field
@@ -89,6 +90,12 @@ def sample_seed(seed: int, index: int) -> int:
 def sample_seeds(seed: int, indices: Iterable[int]) -> List[int]:
     """``sample_seed`` for each index, in order."""
     return [sample_seed(seed, i) for i in indices]
+
+
+def label_matches(label: str, pattern: str) -> bool:
+    """Whether an attack label is ``pattern`` itself or matches it as a shell-style pattern ('AA*'); the exact
+    test comes first, so a label holding '[' is still found by its own name."""
+    return label == pattern or fnmatch.fnmatchcase(label, pattern)
 
 
 # -- entries --------------------------------------------------------------------------------------------
@@ -188,10 +195,8 @@ class AttackEntry:
         """The image count of the attack ``label`` of this entry (None: every image)."""
         if self.n is None or isinstance(self.n, int):
             return self.n
-        import fnmatch
-
         for pattern, count in self.n.items():
-            if label == pattern or fnmatch.fnmatchcase(label, pattern):
+            if label_matches(label, pattern):
                 return count
         return None
 
