@@ -355,9 +355,8 @@ class Runner:
         finite_all = [True] * len(seeds)
         with torch.no_grad(), seeded_randomness(model, judge), self._autocast():
             for draw in range(draws):
-                logits = model(images)  # each call is a fresh draw per image (its seed and its call count)
-                preds = logits.argmax(dim=1).tolist()
-                finite = torch.isfinite(logits).all(dim=1).tolist()
+                # each call is a fresh draw per image (its seed and its call count)
+                preds, finite = self._decide(model(images))
                 if draw == 0:
                     first = preds
                 for j, (pred, ok) in enumerate(zip(preds, finite)):
