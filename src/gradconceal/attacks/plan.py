@@ -153,6 +153,25 @@ class AttackPlan:
             getattr(model, "defenses", None), nn.Module)
         return self.applies(random=bool(random_layers(model)), has_surrogate=has_surrogate)
 
+    def same_attack_as(self, other: "AttackPlan", model: nn.Module) -> bool:
+        """Whether ``build(model)`` makes the very attack ``other.build(model)`` makes, on the same function of the
+        input, so that both give the same record of every image attacked in the same batches.
+
+        True when the attack and its settings are equal, neither view is transfer, the EOT draws are equal and
+        BPDA either acts in both views or in neither: on a model without a concealment layer BPDA is plain
+        autograd (``build`` does not wrap it), so there a 'BPDA C&W-L2' is the paper's 'C&W-L2'. Cascade members
+        are never the same as anything (each sees only what the earlier members left).
+        """
+        if self is other or self.cascade is not None or other.cascade is not None:
+            return self is other
+        if "transfer" in (self.view, other.view, self.attack, other.attack):
+            return False
+        concealed = any(isinstance(m, GradientConcealment) for m in model.modules())
+        return (self.attack == other.attack
+                and jsonable(self.attack_settings) == jsonable(other.attack_settings)
+                and self.eot_samples == other.eot_samples
+                and (concealed and "bpda" in self.view) == (concealed and "bpda" in other.view))
+
     def build(self, model: nn.Module, accepted: Optional[Sequence[int]] = None, label: Optional[int] = None) -> Attack:
         """The attack on ``model`` seen through this plan's view.
 

@@ -9,9 +9,11 @@ own records file, and rank 0 merges them and writes the report.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, cast
@@ -99,6 +101,8 @@ class Runner:
         # the model gave them: the attacks of a deterministic row take them instead of a clean forward of their
         # own when their batch is the same (``_attack_pass``).
         self._batch_logits: Dict[Tuple[int, ...], Tensor] = {}
+        # The attack records this run wrote for the current row, by attack label and image (``_twin_records``)
+        self._row_records: Dict[str, Dict[int, AttackRecord]] = {}
         # seconds_by_attack starts from the earlier finished runs' seconds (a resumed run adds its own);
         # attack_seconds is this run's alone
         self.stats: Dict[str, Any] = {"computed_records": 0, "attack_seconds": 0.0, "seconds_by_attack": {}}
@@ -453,9 +457,19 @@ class Runner:
             skipped.append(AttackRecord(model=model, defense=defense, attack=plan.label, index=i, job=job.key,
                                         label=c.label, clean_correct=c.correct, status=status, correct=False,
                                         image=self.image_id(i)))
+        self._remember_records(skipped)
         store.append(skipped)
         self.stats["computed_records"] += len(skipped)  # written by this run, though no attack ran on them
         if not todo:
+            return
+        twin = self._twin_records(job, defended, todo, done)
+        if twin is not None:
+            for record in twin:
+                if not record.correct:
+                    broken[record.index] = in_cascade[record.index] = True
+            self._remember_records(twin)
+            store.append(twin)
+            self.stats["computed_records"] += len(twin)
             return
         keep = plan.keep or self.spec.keep_adversarial
         started = time.perf_counter()
@@ -511,6 +525,7 @@ class Runner:
                         broken[index] = in_cascade[index] = True
                     if keep or index < self.spec.gallery:
                         save_png(adversarial[j], adversarial_path(self.out_dir, model, defense, plan.label, index))
+                self._remember_records(records)
                 store.append(records)
                 self.stats["computed_records"] += len(records)
                 bar.update(len(batch))
@@ -520,6 +535,52 @@ class Runner:
         self.stats["attack_seconds"] += elapsed
         key = seconds_key(model, defense, plan.label)
         self.stats["seconds_by_attack"][key] = self.stats["seconds_by_attack"].get(key, 0.0) + elapsed
+
+    def _remember_records(self, records: Sequence[AttackRecord]) -> None:
+        for record in records:
+            self._row_records.setdefault(record.attack, {})[record.index] = record
+
+    def _twin_records(self, job: Job, defended: nn.Module, todo: Sequence[int],
+                      done: Mapping[Key, Record]) -> Optional[List[AttackRecord]]:
+        """The records of ``todo`` taken from an earlier attack of the row that is the same attack on this model
+        (``AttackPlan.same_attack_as``: e.g. 'BPDA C&W-L2' on a model without a concealment layer, where BPDA is
+        plain autograd), relabelled as this job's; None when there is no such attack or it lacks an image.
+
+        They are the records this job would compute: the same attack on the same batches (the spec-wide cascade
+        off, so both attacked every clean-correct image; batches are blocks of image index) with the same seeds,
+        judged by the same deterministic model. Rows with random layers always compute (their draws follow the
+        calls). The saved adversarial PNGs are copied along; where one is missing the job computes.
+        """
+        plan = job.plan
+        assert plan is not None
+        if self.spec.cascade or job.defense.random or random_layers(defended):
+            return None
+        model, defense = job.model.label, job.defense.label
+        keep = plan.keep or self.spec.keep_adversarial
+        for other in self.jobs:
+            if other is job:
+                return None
+            if other.plan is None or other.labels[:2] != job.labels[:2] or not plan.same_attack_as(other.plan, defended):
+                continue
+            label = other.plan.label
+            found: List[AttackRecord] = []
+            for i in todo:
+                record = self._row_records.get(label, {}).get(i) or done.get((model, defense, label, i))
+                png = adversarial_path(self.out_dir, model, defense, label, i)
+                if (not isinstance(record, AttackRecord) or record.status != "attacked"
+                        or record.image != self.image_id(i) or ((keep or i < self.spec.gallery) and not png.is_file())):
+                    break
+                found.append(dataclasses.replace(record, attack=plan.label, job=job.key))
+            else:
+                for record in found:
+                    if keep or record.index < self.spec.gallery:
+                        target = adversarial_path(self.out_dir, model, defense, plan.label, record.index)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copyfile(adversarial_path(self.out_dir, model, defense, label, record.index), target)
+                log.info("%s/%s %s: the same attack as %s on this model; its %d record(s) reused",
+                         model, defense, plan.label, label, len(found))
+                return found
+        return None
 
     @staticmethod
     def _reuses_clean_logits(job: Job, defended: nn.Module) -> bool:
@@ -611,6 +672,7 @@ class Runner:
                     if attacker_base is not None and attacker_base is not defended.base:  # the same layer objects
                         attacked[row] = DefendedModel(attacker_base, list(defended.defenses)).eval()
                     clean, broken, cascades = self._clean_pass(job, defended, shard, done, store), {}, {}
+                    self._row_records = {}
                     continue
                 self._attack_pass(job, self.defended[row], shard, clean,
                                   broken if job.plan.group != "sweep" else {}, done, store, cascades, attacked.get(row))
