@@ -36,7 +36,7 @@ MODELS = {  # model: (data source, images)
 }
 
 
-def timing(batch: int, rounds: int, steps: int) -> str:
+def timing(batch: int, rounds: int, steps: int, early_stop: bool = True) -> str:
     """The Markdown table of PGD-Linf-``steps`` on GCM-lite0: with / without clean logits / bare loop."""
     from gcbench.bare import bare_pgd
     from gcbench.timing import interleaved, median
@@ -55,7 +55,7 @@ def timing(batch: int, rounds: int, steps: int) -> str:
         logits = model(images)
     labels = logits.argmax(dim=1)
     eps, alpha = 8 / 255, 2 / 255
-    attack = PGD(model, norm="linf", eps=eps, steps=steps, alpha=alpha)
+    attack = PGD(model, norm="linf", eps=eps, steps=steps, alpha=alpha, early_stop=early_stop)
     generator = torch.Generator()
 
     def bare() -> Tensor:
@@ -70,9 +70,9 @@ def timing(batch: int, rounds: int, steps: int) -> str:
         "ours, own clean forward": lambda: attack.perturb(images, labels),
         "bare loop": bare,
     }, rounds, warmup=1, clock="cpu")
-    lines = [f"PGD-Linf-{steps} (8/255, step 2/255, early stop on) on GCM-lite0, batch {batch} (3x224x224), "
-             f"{rounds} rounds in turns after a warm-up, one torch thread, process CPU time; results identical "
-             f"with and without: {same}; fooled {int(own.fooled.sum())}/{batch}",
+    lines = [f"PGD-Linf-{steps} (8/255, step 2/255) on GCM-lite0, batch {batch} (3x224x224), "
+             f"early stop {'on' if early_stop else 'off'}, {rounds} rounds in turns after a warm-up, one torch thread, "
+             f"process CPU time; results identical with and without: {same}; fooled {int(own.fooled.sum())}/{batch}",
              "", "| contender | median s / call | / bare loop (median) | / bare loop (range) |", "|---|---|---|---|"]
     for name, values in times.items():
         ratios = [a / b for a, b in zip(values, times["bare loop"])]
@@ -151,13 +151,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     timed.add_argument("--batch", type=int, default=8)
     timed.add_argument("--rounds", type=int, default=5)
     timed.add_argument("--steps", type=int, default=10)
+    timed.add_argument("--early-stop", choices=["on", "off"], default="on",
+                       help="off: every image runs every step (like for like with the bare loop)")
     checked = commands.add_parser("records", help="runner records with and without passed clean logits")
     checked.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     checked.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16"])
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.command == "timing":
-        print(timing(args.batch, args.rounds, args.steps))
+        print(timing(args.batch, args.rounds, args.steps, args.early_stop == "on"))
     else:
         print(records(args.models, args.dtype))
     return 0
