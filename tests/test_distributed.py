@@ -1,4 +1,4 @@
-"""torchrun: two processes split the images, rank 0 merges the records, the numbers equal one process's."""
+"""torchrun: two processes split the images, rank 0 merges the records, the records equal one process's."""
 
 from __future__ import annotations
 
@@ -60,5 +60,26 @@ def test_two_processes_give_the_numbers_of_one(tmp_path: Path) -> None:
     assert two["world_size"] == 2
     assert numbers(two["rows"]) == numbers(single.to_dict()["rows"])
     assert _outcomes(tmp_path / "two") == _outcomes(tmp_path / "single")
+    # whole blocks of batch_size images per process: every batch as in one process, so every field is equal
+    assert _dicts(RecordStore(tmp_path / "two").load()) == _dicts(RecordStore(tmp_path / "single").load())
     assert not list((tmp_path / "two").glob("records.rank*.jsonl")), "rank 0 merges the other process's records"
     assert done.stdout.count("clean accuracy %") == 1, "only rank 0 prints the table"
+
+
+@pytest.mark.parametrize("world, n, batch", [(2, 9, 4), (3, 25, 4), (2, 1000, 100), (4, 7, 3)])
+def test_processes_take_whole_blocks(world: int, n: int, batch: int) -> None:
+    """Each process attacks whole blocks of batch_size image indices, so its batches are one process's batches
+    (float logits on a CPU change in the last bits with a batch's composition): the union is every image once."""
+    from gradconceal.evaluation.distributed import Distributed
+    from gradconceal.evaluation.run import Runner
+    from gradconceal.evaluation.spec import load_spec
+
+    runner = Runner(load_spec({**SPEC, "batch_size": batch}), Path("unused"))
+    runner.n_images = n
+    alone = runner._blocks(list(range(n)))
+    batches = []
+    for rank in range(world):
+        runner.dist = Distributed(rank=rank, world_size=world)
+        batches += runner._blocks(runner._shard())
+    assert sorted(batches) == alone
+    assert sorted(i for b in batches for i in b) == list(range(n))

@@ -145,7 +145,7 @@ class Runner:
 
         if not isinstance(self.dataset, FileImageDataset):
             return  # the other sources are in memory already
-        mine = range(self.dist.rank, self.n_images, self.dist.world_size)
+        mine = self._shard()
         size = len(mine) * 4 * math.prod(int(v) for v in self.dataset.image_size)
         workers = self.spec.data.workers
         if workers is None and size > PRELOAD_LIMIT_BYTES:
@@ -371,6 +371,13 @@ class Runner:
                     finite_all[j] = finite_all[j] and bool(ok)
         shown = [w if w is not None else p for w, p in zip(first_wrong, first)]
         return shown, [c == draws for c in counts], counts, finite_all
+
+    def _shard(self) -> List[int]:
+        """This process's images: whole blocks of ``batch_size`` image indices, every ``world_size``-th block
+        (``_blocks``), so each batch holds the images it holds in one process and the records of a torchrun
+        job are bit for bit those of one process."""
+        size, world, rank = self.spec.batch_size, self.dist.world_size, self.dist.rank
+        return [i for i in range(self.n_images) if (i // size) % world == rank]
 
     def _blocks(self, indices: Sequence[int]) -> List[List[int]]:
         """``indices`` in batches by block of image index: image i goes with the others of ``indices`` in
@@ -645,7 +652,7 @@ class Runner:
                 self._mark_report_stale()
         self.dist.barrier()
         done = store.load()
-        shard = list(range(self.dist.rank, self.n_images, self.dist.world_size))
+        shard = self._shard()
         log.info("evaluating %d image(s) x %d model(s) x %d defence(s) x %d attack(s)%s; %d record(s) already done",
                  self.n_images, len(self.spec.models), len(self.spec.defenses), len(self.plans),
                  f" on {self.dist.world_size} processes" if self.dist.active else "", len(done))
