@@ -1,9 +1,10 @@
-"""torch.compile against eager for PGD-Linf-10 on GCM-lite0 on the CPU (the evaluation's ``compile`` setting).
+"""torch.compile against eager for PGD-Linf-10 on a GCM model on the CPU (the evaluation's ``compile`` setting).
 
-    python benchmarks/compile_cpu.py --batch 8 --rounds 3             # inductor; compiling takes minutes
+    python benchmarks/compile_cpu.py --batch 8 --rounds 3             # GCM-lite0, inductor; compiling takes long
+    python benchmarks/compile_cpu.py --model fmnist-resnet --batch 100 --rounds 5   # a small net, quicker
     python benchmarks/compile_cpu.py --dtype bfloat16 --backend aot_eager
 
-As the runner does it: only lite0's base network is compiled (``dynamic=True``); the GCM layer in front stays
+As the runner does it: only the model's base network is compiled (``dynamic=True``); the GCM layer in front stays
 eager. Times the first compiled call (compilation included) once, then eager and compiled PGD-10 in turns on
 one torch thread (process CPU time), and checks that both give the same decisions. Prints a Markdown table.
 """
@@ -27,6 +28,7 @@ if str(HERE) not in sys.path:  # the gcbench package lives beside this file
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse the flags, time eager and compiled PGD-10, print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lite0", help="a zoo model: lite0 on the photos, fmnist-* on Fashion-MNIST")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", default="inductor")
@@ -40,13 +42,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     from gradconceal.defenses import DefendedModel, GradientConcealment
     from gradconceal.models.zoo import load_model
 
-    base = load_model("lite0").eval()
+    base = load_model(args.model).eval()
     for parameter in base.parameters():
         parameter.requires_grad_(False)
     layers = [GradientConcealment()]
     eager = DefendedModel(base, layers).eval()
     compiled = DefendedModel(torch.compile(base, backend=args.backend, dynamic=True), layers).eval()
-    data = load_dataset("photos")
+    data = load_dataset("fashion-mnist", limit=args.batch) if args.model.startswith("fmnist") else load_dataset("photos")
     images = torch.stack([data[i % len(data)][0] for i in range(args.batch)])
     with torch.no_grad():
         labels = eager(images).argmax(dim=1)
@@ -66,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     times = interleaved({"eager": lambda: pgd(eager), "compiled": lambda: pgd(compiled)}, args.rounds, warmup=0,
                         clock="cpu")
     ratios = [c / e for c, e in zip(times["compiled"], times["eager"])]
-    print(f"PGD-Linf-10 on GCM-lite0, batch {args.batch}, {args.dtype}, backend {args.backend}, dynamic=True, "
+    print(f"PGD-Linf-10 on GCM-{args.model}, batch {args.batch}, {args.dtype}, backend {args.backend}, dynamic=True, "
           f"one torch thread, process CPU time, {args.rounds} rounds in turns; same fooled: {same} "
           f"({int(reference.fooled.sum())}/{args.batch}); first compiled call (compiling): {compile_seconds:.0f} s wall\n")
     print("| side | median s / call | compiled / eager (median, range) |\n|---|---|---|")
