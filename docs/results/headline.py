@@ -108,6 +108,9 @@ def main() -> None:
                 counts.setdefault(title, set()).add(images(data, labels))
             elif label in ("", "*expected"):
                 counts.setdefault(title, set()).add(images(data, [a["label"] for a in data["attacks"]]))
+            elif label == "*presets":
+                preset = [a["label"] for a in data["attacks"] if a.get("origin") != "explicit"]
+                counts.setdefault(title, set()).add(images(data, preset))
             else:
                 counts.setdefault(title, set()).add(int(data["n_images"]))
     print("Images per column (over the reports): " + "; ".join(
