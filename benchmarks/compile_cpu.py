@@ -16,7 +16,7 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional, cast
 
 import torch
 
@@ -47,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parameter.requires_grad_(False)
     layers = [GradientConcealment()]
     eager = DefendedModel(base, layers).eval()
-    compiled = DefendedModel(torch.compile(base, backend=args.backend, dynamic=True), layers).eval()
+    compiled = DefendedModel(cast(torch.nn.Module, torch.compile(base, backend=args.backend, dynamic=True)), layers).eval()
     data = load_dataset("fashion-mnist", limit=args.batch) if args.model.startswith("fmnist") else load_dataset("photos")
     images = torch.stack([data[i % len(data)][0] for i in range(args.batch)])
     with torch.no_grad():
@@ -56,7 +56,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast("cpu", dtype=torch.bfloat16) if args.dtype == "bfloat16" else contextlib.nullcontext()
 
-    def pgd(model: torch.nn.Module):  # type: ignore[no-untyped-def]
+    def pgd(model: torch.nn.Module) -> Any:
         with autocast():
             return PGD(model, eps=8 / 255, steps=10, alpha=2 / 255).perturb(images, labels)
 
