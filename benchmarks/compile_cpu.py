@@ -47,8 +47,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parameter.requires_grad_(False)
     layers = [GradientConcealment()]
     eager = DefendedModel(base, layers).eval()
-    compiled = DefendedModel(cast(torch.nn.Module, torch.compile(base, backend=args.backend, dynamic=True)), layers).eval()
-    data = load_dataset("fashion-mnist", limit=args.batch) if args.model.startswith("fmnist") else load_dataset("photos")
+    compiled_base = cast(torch.nn.Module, torch.compile(base, backend=args.backend, dynamic=True))
+    compiled = DefendedModel(compiled_base, layers).eval()
+    fashion = args.model.startswith("fmnist")
+    data = load_dataset("fashion-mnist", limit=args.batch) if fashion else load_dataset("photos")
     images = torch.stack([data[i % len(data)][0] for i in range(args.batch)])
     with torch.no_grad():
         labels = eager(images).argmax(dim=1)

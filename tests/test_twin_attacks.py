@@ -73,7 +73,8 @@ def test_twin_records_equal_computed_ones(tmp_path: Path, monkeypatch: pytest.Mo
         assert r["job"] != plain[r["index"]]["job"]
     # the gallery's PNGs come along
     for folder in ("twins", "computed"):
-        pngs = sorted(p.name for p in (tmp_path / folder / "adversarial" / "fmnist-cnn" / "vanilla").glob("BPDA*/*.png"))
+        row = tmp_path / folder / "adversarial" / "fmnist-cnn" / "vanilla"
+        pngs = sorted(p.name for p in row.glob("BPDA*/*.png"))
         assert len(pngs) >= 2
     first = sorted((tmp_path / "twins" / "adversarial").rglob("*.png"))
     second = sorted((tmp_path / "computed" / "adversarial").rglob("*.png"))

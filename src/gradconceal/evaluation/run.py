@@ -567,7 +567,8 @@ class Runner:
         for other in self.jobs:
             if other is job:
                 return None
-            if other.plan is None or other.labels[:2] != job.labels[:2] or not plan.same_attack_as(other.plan, defended):
+            if (other.plan is None or other.labels[:2] != job.labels[:2]
+                    or not plan.same_attack_as(other.plan, defended)):
                 continue
             label = other.plan.label
             found: List[AttackRecord] = []
