@@ -41,10 +41,9 @@ def _committed(name: str, labels: List[str], images: int) -> Dict:
 def _current(name: str) -> bool:
     """Whether today's attack code wrote the folder (else docs/results/README.md declares it not yet
     regenerated: tests/test_rereport.py checks that)."""
-    from gradconceal.attacks.plan import ATTACK_SEMANTICS_VERSION
+    from gradconceal.evaluation.provenance import by_current_attack_code
 
-    data = json.loads((RESULTS / name / "results.json").read_text(encoding="utf-8"))
-    return (data.get("provenance") or {}).get("attack_semantics") == ATTACK_SEMANTICS_VERSION
+    return by_current_attack_code(json.loads((RESULTS / name / "results.json").read_text(encoding="utf-8")))
 
 
 def test_recomputing_committed_clean_records_reproduces_them(tmp_path: Path) -> None:

@@ -45,9 +45,10 @@ FOLDERS = sorted(p.parent.name for p in RESULTS.glob("*/results.json"))
 STALE_HEADING = "## Not yet regenerated"
 
 
-def _semantics(name: str) -> Any:
-    data = json.loads((RESULTS / name / "results.json").read_text(encoding="utf-8"))
-    return (data.get("provenance") or {}).get("attack_semantics")
+def _current(name: str) -> bool:
+    from gradconceal.evaluation.provenance import by_current_attack_code
+
+    return by_current_attack_code(json.loads((RESULTS / name / "results.json").read_text(encoding="utf-8")))
 
 
 def _declared_stale() -> List[str]:
@@ -62,21 +63,18 @@ def _declared_stale() -> List[str]:
 def test_every_folder_made_by_older_attack_code_is_declared_stale() -> None:
     """A committed folder is either what today's code computes (re-reported below) or listed as not yet
     regenerated in docs/results/README.md: never an older table presented as current."""
-    from gradconceal.attacks.plan import ATTACK_SEMANTICS_VERSION
-
-    stale = sorted(name for name in FOLDERS if _semantics(name) != ATTACK_SEMANTICS_VERSION)
+    stale = sorted(name for name in FOLDERS if not _current(name))
     assert stale == _declared_stale()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FOLDERS)
 def test_committed_folders_rereport_with_the_same_numbers(name: str, tmp_path: Path) -> None:
-    from gradconceal.attacks.plan import ATTACK_SEMANTICS_VERSION
     from gradconceal.data import load_dataset
     from gradconceal.errors import GradconcealError
     from gradconceal.evaluation.api import evaluate
 
-    if _semantics(name) != ATTACK_SEMANTICS_VERSION:
+    if not _current(name):
         assert name in _declared_stale()
         with pytest.raises(GradconcealError, match="--recompute"):  # never re-reported as if current
             _rereport(name, tmp_path, evaluate)

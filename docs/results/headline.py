@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from gradconceal.evaluation.provenance import by_current_attack_code
+
 HERE = Path(__file__).resolve().parent
 REPORTS = [
     "fashion-mnist", "fashion-mnist-resnet", "fashion-mnist-trained", "fashion-mnist-resnet-trained",
@@ -50,20 +52,13 @@ def images(data: Dict[str, Any], labels: List[str]) -> int:
     return min(counts, default=total)
 
 
-def current(data: Dict[str, Any]) -> bool:
-    """Whether a report was computed by today's attack code."""
-    from gradconceal.attacks.plan import ATTACK_SEMANTICS_VERSION
-
-    return (data.get("provenance") or {}).get("attack_semantics") == ATTACK_SEMANTICS_VERSION
-
-
 def reports() -> Iterator[Tuple[str, Dict[str, Any]]]:
     """The current reports of REPORTS, in order."""
     for name in REPORTS:
         path = HERE / name / "results.json"
         if path.exists():
             data = json.loads(path.read_text())
-            if current(data):
+            if by_current_attack_code(data):
                 yield name, data
 
 

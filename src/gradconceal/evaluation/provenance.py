@@ -53,6 +53,12 @@ def images_fingerprint(fingerprints: Sequence[str]) -> str:
     return hashlib.blake2b("\n".join(fingerprints).encode(), digest_size=8).hexdigest()
 
 
+def by_current_attack_code(results: Mapping[str, Any]) -> bool:
+    """Whether a report's ``results.json`` (read as a dict) was written by today's attack code: its provenance
+    carries this ``ATTACK_SEMANTICS_VERSION`` (older folders carry another version, or no provenance)."""
+    return (results.get("provenance") or {}).get("attack_semantics") == ATTACK_SEMANTICS_VERSION
+
+
 def code_provenance() -> Dict[str, Any]:
     """The gradconceal version, the attack semantics version and, in a git checkout, its commit and whether the
     tree had local changes."""

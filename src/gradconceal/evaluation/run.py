@@ -574,9 +574,10 @@ class Runner:
             found: List[AttackRecord] = []
             for i in todo:
                 record = self._row_records.get(label, {}).get(i) or done.get((model, defense, label, i))
-                png = adversarial_path(self.out_dir, model, defense, label, i)
                 if (not isinstance(record, AttackRecord) or record.status != "attacked"
-                        or record.image != self.image_id(i) or ((keep or i < self.spec.gallery) and not png.is_file())):
+                        or record.image != self.image_id(i)
+                        or ((keep or i < self.spec.gallery)
+                            and not adversarial_path(self.out_dir, model, defense, label, i).is_file())):
                     break
                 found.append(dataclasses.replace(record, attack=plan.label, job=job.key))
             else:
