@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import logging
 import platform
 import sys
@@ -23,9 +25,10 @@ from gradconceal._version import __version__
 from gradconceal.preserve import preserved_rng
 from gradconceal.defenses.build import resize_pad_min_size
 from gradconceal.errors import GradconcealError
+from gradconceal.folders import write_atomic
 from gradconceal.evaluation.artifacts import adversarial_path, gallery_name
 from gradconceal.evaluation.metrics import RowMetrics, row_metrics, split_row
-from gradconceal.evaluation.provenance import code_provenance, images_fingerprint
+from gradconceal.evaluation.provenance import code_provenance, images_fingerprint, source_digest
 from gradconceal.evaluation.records import CLEAN_LABEL, AttackRecord, Key, Record
 from gradconceal.evaluation.results import Results, compare, read_results
 from gradconceal.evaluation.run import JUDGE_STREAM, Runner
@@ -213,23 +216,68 @@ def _run_info(runner: Runner, started: float) -> Dict[str, Any]:
     }
 
 
+AUDIT_FILE = "audit.json"
+AUDIT_IMAGES = 64  # the quick audit's images: the first min(n, 64)
+
+
+def _audit_fingerprint(runner: Runner, model_label: str, defense_label: str) -> str:
+    """What decides a row's quick audit: the row's clean job key (weights, defence, data source, seed, dtype), the
+    audited images' fingerprints, and the source of the audit and the defences."""
+    clean = next(job.key for job in runner.jobs if job.labels == (model_label, defense_label, CLEAN_LABEL))
+    n = min(runner.n_images, AUDIT_IMAGES)
+    config = {"clean_job": clean, "n": n, "seed": runner.spec.seed, "quick": True,
+              "images": images_fingerprint([runner.image_id(i) for i in range(n)]),
+              "code": source_digest("masking", "defenses")}
+    return hashlib.blake2b(json.dumps(config, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def _read_audits(path: Path) -> Dict[str, Any]:
+    """The audits kept in a folder (row -> {"fingerprint", "result"}), empty when there are none or unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    rows = data.get("rows") if isinstance(data, dict) else None
+    return dict(rows) if isinstance(rows, dict) else {}
+
+
 def _audit(runner: Runner) -> Dict[str, Dict[str, Any]]:
-    """The quick masking audit (gradient checks, no attacks) of each (model, defence), or why it was not run."""
+    """The quick masking audit (gradient checks, no attacks) of each (model, defence), or why it was not run.
+
+    Each row's result is kept in the folder's ``audit.json`` under a fingerprint of what decides it
+    (``_audit_fingerprint``), so a rerun that computes no record re-reports the audit instead of repeating it;
+    other weights, defence settings, images or audit code recompute it."""
     try:
         from gradconceal.masking import audit
     except ImportError:
         return {f"{m}/{d}": {"note": "audit not run (gradconceal.masking is not available)"} for (m, d) in runner.defended}
+    path = runner.out_dir / AUDIT_FILE
+    kept = _read_audits(path)
     out: Dict[str, Dict[str, Any]] = {}
     for (model_label, defense_label), model in runner.defended.items():
         key = f"{model_label}/{defense_label}"
+        fingerprint = _audit_fingerprint(runner, model_label, defense_label)
+        earlier = kept.get(key)
+        if isinstance(earlier, dict) and earlier.get("fingerprint") == fingerprint and "result" in earlier:
+            out[key] = dict(earlier["result"])
+            continue
         try:
-            report = audit(model, runner.dataset, quick=True, n=min(runner.n_images, 64), seed=runner.spec.seed)
+            report = audit(model, runner.dataset, quick=True, n=min(runner.n_images, AUDIT_IMAGES),
+                           seed=runner.spec.seed)
         except GradconcealError as error:
             log.warning("audit of %s failed: %s", key, error)
             out[key] = {"note": f"audit failed: {error}"}
             continue
         out[key] = {"verdict": report.verdict, "quick": True, "cause": getattr(report, "cause", ""),
                     "seconds": getattr(report, "seconds", None)}
+        kept[key] = {"fingerprint": fingerprint, "result": out[key]}
+        try:
+            write_atomic(path, json.dumps({"kind": "gradconceal-audits", "rows": kept}, indent=1, sort_keys=True)
+                         + "\n")
+        except OSError as error:
+            log.warning("cannot keep the audit of %s in %s: %s", key, path, error)
     return out
 
 

@@ -59,6 +59,18 @@ def by_current_attack_code(results: Mapping[str, Any]) -> bool:
     return (results.get("provenance") or {}).get("attack_semantics") == ATTACK_SEMANTICS_VERSION
 
 
+def source_digest(*packages: str) -> str:
+    """A hash (16 hex digits) of the source files of gradconceal's ``packages`` (e.g. ``"masking"``): a result
+    cached under it is recomputed after any edit of that code, released or not."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.blake2b(digest_size=8)
+    for package in packages:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(f"{path.relative_to(root).as_posix()}|".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def code_provenance() -> Dict[str, Any]:
     """The gradconceal version, the attack semantics version and, in a git checkout, its commit and whether the
     tree had local changes."""
