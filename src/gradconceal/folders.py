@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, List, Union
+from typing import Any, Dict, Iterator, List, Union
 
 import filelock
 
@@ -49,6 +49,21 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def read_json_mapping(path: Union[str, Path], field: str) -> Dict[str, Any]:
+    """The mapping under ``field`` of the JSON object in ``path`` (a file gradconceal wrote beside its records),
+    empty when the file is missing, not a regular file (a named pipe would block the read), unreadable, or holds
+    no such mapping: such files only save work, so a damaged one is recomputed, never an error."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    value = data.get(field) if isinstance(data, dict) else None
+    return dict(value) if isinstance(value, dict) else {}
 
 
 def write_atomic(path: Union[str, Path], data: Union[str, bytes]) -> None:

@@ -25,7 +25,7 @@ from gradconceal._version import __version__
 from gradconceal.preserve import preserved_rng
 from gradconceal.defenses.build import resize_pad_min_size
 from gradconceal.errors import GradconcealError
-from gradconceal.folders import write_atomic
+from gradconceal.folders import read_json_mapping, write_atomic
 from gradconceal.evaluation.artifacts import adversarial_path, gallery_name
 from gradconceal.evaluation.metrics import RowMetrics, row_metrics, split_row
 from gradconceal.evaluation.provenance import code_provenance, images_fingerprint, source_digest
@@ -220,27 +220,15 @@ AUDIT_FILE = "audit.json"
 AUDIT_IMAGES = 64  # the quick audit's images: the first min(n, 64)
 
 
-def _audit_fingerprint(runner: Runner, model_label: str, defense_label: str) -> str:
+def _audit_fingerprint(runner: Runner, model_label: str, defense_label: str, code: str) -> str:
     """What decides a row's quick audit: the row's clean job key (weights, defence, data source, seed, dtype), the
-    audited images' fingerprints, and the source of the audit and the defences."""
+    audited images' fingerprints, and ``code``, the digest of the audit's and the defences' source."""
     clean = next(job.key for job in runner.jobs if job.labels == (model_label, defense_label, CLEAN_LABEL))
     n = min(runner.n_images, AUDIT_IMAGES)
     config = {"clean_job": clean, "n": n, "seed": runner.spec.seed, "quick": True,
               "images": images_fingerprint([runner.image_id(i) for i in range(n)]),
-              "code": source_digest("masking", "defenses")}
+              "code": code}
     return hashlib.blake2b(json.dumps(config, sort_keys=True).encode(), digest_size=8).hexdigest()
-
-
-def _read_audits(path: Path) -> Dict[str, Any]:
-    """The audits kept in a folder (row -> {"fingerprint", "result"}), empty when there are none or unreadable."""
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    rows = data.get("rows") if isinstance(data, dict) else None
-    return dict(rows) if isinstance(rows, dict) else {}
 
 
 def _audit(runner: Runner) -> Dict[str, Dict[str, Any]]:
@@ -254,11 +242,12 @@ def _audit(runner: Runner) -> Dict[str, Dict[str, Any]]:
     except ImportError:
         return {f"{m}/{d}": {"note": "audit not run (gradconceal.masking is not available)"} for (m, d) in runner.defended}
     path = runner.out_dir / AUDIT_FILE
-    kept = _read_audits(path)
+    kept = read_json_mapping(path, "rows")
+    code = source_digest("masking", "defenses")  # read once, not per row
     out: Dict[str, Dict[str, Any]] = {}
     for (model_label, defense_label), model in runner.defended.items():
         key = f"{model_label}/{defense_label}"
-        fingerprint = _audit_fingerprint(runner, model_label, defense_label)
+        fingerprint = _audit_fingerprint(runner, model_label, defense_label, code)
         earlier = kept.get(key)
         if isinstance(earlier, dict) and earlier.get("fingerprint") == fingerprint and "result" in earlier:
             out[key] = dict(earlier["result"])

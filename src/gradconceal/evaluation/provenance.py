@@ -22,7 +22,7 @@ from torch import nn
 from gradconceal._version import __version__
 from gradconceal.attacks.plan import ATTACK_SEMANTICS_VERSION
 from gradconceal.errors import GradconcealError
-from gradconceal.folders import write_atomic
+from gradconceal.folders import read_json_mapping, write_atomic
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -90,15 +90,7 @@ def code_provenance() -> Dict[str, Any]:
 
 def read_job_configs(out_dir: Path) -> Dict[str, Any]:
     """The job configurations (key -> config) recorded in a folder, empty when it has none."""
-    path = Path(out_dir) / PROVENANCE_FILE
-    if not path.is_file():  # missing, or not a regular file (a named pipe would block the read)
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    jobs = data.get("jobs") if isinstance(data, dict) else None
-    return dict(jobs) if isinstance(jobs, dict) else {}
+    return read_json_mapping(Path(out_dir) / PROVENANCE_FILE, "jobs")
 
 
 def write_job_configs(out_dir: Path, configs: Mapping[str, Any]) -> None:
