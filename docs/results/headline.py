@@ -96,6 +96,8 @@ def rows(names: List[str], columns: List[Tuple[Optional[str], str]]) -> Iterator
                 else:
                     attack = row["attacks"].get(label)
                     cells.append(percent(attack["ar"]) if attack else "n/a")
+            audit = (data.get("audit") or {}).get(f"{row['model']}/{row['defense']}") or {}
+            cells.append(audit.get("verdict") or "not run")
             yield "| " + " | ".join(cells) + " |"
 
 
@@ -123,7 +125,7 @@ def main() -> None:
     print("Images per column (over the reports): " + "; ".join(
         f"{title}: {' or '.join(str(c) for c in sorted(n))}" for title, n in counts.items()))
     print()
-    head = ["model", "defence", "clean %", "n"] + [title for _, title in columns]
+    head = ["model", "defence", "clean %", "n"] + [title for _, title in columns] + ["masking audit"]
     print("| " + " | ".join(head) + " |")
     print("|" + "|".join(["---"] * len(head)) + "|")
     for line in rows(names, columns):
