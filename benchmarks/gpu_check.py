@@ -117,7 +117,8 @@ class Settings:
 # ----------------------------------------------------------------------------------------------- step 1
 def run_gpu_tests() -> Step:
     """``pytest -m gpu`` on the test suite, in a child process; its last summary line is the detail."""
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", str(ROOT / "tests")]
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-n", "0", "-p", "no:cacheprovider",
+               str(ROOT / "tests")]  # one process: the gpu tests share one device
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
