@@ -268,7 +268,7 @@ def _foreign_files(folder: Path, good: Path) -> Dict[str, Path]:
         "notes.safetensors": b"not a model\n",
         "config.safetensors": json.dumps({"architecture": "small:cnn", "lr": 0.1}).encode(),
         "pointer.safetensors": b"version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 971112\n",
-        "packed.safetensors": gzip.compress(raw),
+        "packed.safetensors": gzip.compress(raw, mtime=0),
     }
     paths = {}
     for name, content in contents.items():
@@ -455,7 +455,7 @@ def test_a_spec_with_a_utf8_byte_order_mark_is_read(tmp_path: Path, name: str, c
     ("spec.toml", b"\n  \n", "spec file {path} is empty"),
     ("spec.toml", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "spec file {path} is not a TOML or JSON spec; it is a binary file"),
     ("spec.toml", b"models = 1\x00\x00\x00", "spec file {path} is not a TOML or JSON spec; it is a binary file"),
-    ("spec.toml", gzip.compress(SPEC_TOML.encode()), "spec file {path} is not a TOML or JSON spec; it is gzip-compressed"),
+    ("spec.toml", gzip.compress(SPEC_TOML.encode(), mtime=0), "spec file {path} is not a TOML or JSON spec; it is gzip-compressed"),
     ("spec.json", HTML, "spec file {path} is not a TOML or JSON spec; it starts like an HTML page (a failed download?)"),
     ("spec.toml", 'note = "caf\xe9"\n'.encode("latin-1"), "cannot read spec file {path}: 'utf-8' codec can't decode byte "
                                                           "0xe9 in position 11: invalid continuation byte; save it as UTF-8"),
