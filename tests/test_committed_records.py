@@ -4,8 +4,8 @@ Every committed result folder (docs/results) must be what today's code computes.
 first block of images of two committed specs, a selection of their attacks through the same runner, and compares
 every field of every record. Each kind of attack is checked on one of the two specs (plain-gradient, EOT over a
 random defence judged on its draws and transfer on the CNN; BPDA and gradient-free on the ResNet), every defence
-on both, so that the check stays within three minutes. Batches are blocks of image indices, so the first ``batch_size`` images form the same
-batch in both runs. docs/reproducibility.md says what may differ on another CPU.
+on both, so that the check stays within three minutes. Batches are blocks of image indices, so the first
+``batch_size`` images form the same batch in both runs. docs/reproducibility.md says what may differ on another CPU.
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from gradconceal.evaluation.store import RecordStore
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 # per committed spec: its model and the attacks rerun (together one of each kind whose records do not depend on
 # another attack's: no cascade member)
-SPECS = {"fashion-mnist": "fmnist-cnn", "fashion-mnist-resnet": "fmnist-resnet"}
-CHECKED = {"fashion-mnist": ["FGSM", "PGD-Linf", "BPDA+EOT PGD-Linf", "Transfer PGD-Linf"],
-           "fashion-mnist-resnet": ["BPDA PGD-Linf", "Square-Linf"]}
+SPECS = {"fashion-mnist": ("fmnist-cnn", ["FGSM", "PGD-Linf", "BPDA+EOT PGD-Linf", "Transfer PGD-Linf"]),
+         "fashion-mnist-resnet": ("fmnist-resnet", ["BPDA PGD-Linf", "Square-Linf"])}
 
 pytestmark = [
     pytest.mark.slow,
@@ -69,17 +68,18 @@ def test_recomputing_committed_records_reproduces_them(name: str, tmp_path: Path
 
     if not _current(name):
         pytest.skip(f"{name} is declared not yet regenerated (docs/results/README.md)")
+    model, checked = SPECS[name]
     raw = read_spec_file(RESULTS / f"{name}.toml")
     spec = load_spec(RESULTS / f"{name}.toml")
     plans = {p.label: p for p in plan_attacks(spec, (1, 28, 28))}
     attacks = [{"label": label, "attack": plans[label].attack, "view": plans[label].view,
-                **plans[label].settings} for label in CHECKED[name]]
+                **plans[label].settings} for label in checked]
     images = spec.batch_size  # the first block of images: the same batches as the committed run
     rerun = {**raw, "data": {**raw["data"], "n": images}, "attacks": attacks, "audit": False, "gallery": 0,
-             "models": [SPECS[name]]}
+             "models": [model]}
     evaluate(rerun, tmp_path / "out", quiet=True, plots=False)
     new = {k: r.to_dict() for k, r in RecordStore(tmp_path / "out").load().items()}
-    old = _committed(name, CHECKED[name], images)
+    old = _committed(name, checked, images)
     assert set(new) == set(old), "the committed folder lacks records of today's jobs (regenerate it)"
     differing = [k for k in new if new[k] != old[k]]
     assert not differing, f"{len(differing)} record(s) differ from the committed ones, first {differing[0]}: " \
