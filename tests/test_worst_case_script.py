@@ -54,7 +54,7 @@ def test_same_worst_case_as_the_report(script: ModuleType, committed: dict, pres
 def test_fewer_attacks_never_lower_the_worst_case(script: ModuleType) -> None:
     _, counted, every = script.worst_cases(FOLDER, presets=True)
     attacks, _, without_aa = script.worst_cases(FOLDER, presets=True, exclude=["AA*"], images=counted)
-    assert attacks and not any(a["label"].startswith("AA") for a in attacks)
+    assert attacks and not any(plan.label.startswith("AA") for plan in attacks)
     assert any(ar_some.k > ar_all.k for (_, ar_all, _), (_, ar_some, _) in zip(every, without_aa))
     for (key, ar_all, _), (key2, ar_some, _) in zip(every, without_aa):
         assert key == key2 and ar_some.n == ar_all.n and ar_some.k >= ar_all.k
@@ -62,10 +62,20 @@ def test_fewer_attacks_never_lower_the_worst_case(script: ModuleType) -> None:
     assert first == 10 < counted and all(ar.n <= 10 for _, ar, _ in rows)
 
 
-def test_bad_choices_say_why(script: ModuleType) -> None:
-    with pytest.raises(SystemExit, match="no attack left"):
+def test_bad_choices_say_why(script: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from gradconceal.errors import GradconcealError
+
+    with pytest.raises(GradconcealError, match="no attack left"):
         script.worst_cases(FOLDER, exclude=["*"])
-    with pytest.raises(SystemExit, match="--images must be between 1 and"):
+    with pytest.raises(GradconcealError, match="--images must be between 1 and"):
         script.worst_cases(FOLDER, images=0)
-    with pytest.raises(SystemExit, match="records.jsonl.gz not found"):
+    with pytest.raises(GradconcealError, match="records.jsonl.gz not found"):
         script.load(RESULTS / "no-such-folder")
+    with pytest.raises(SystemExit, match="^worst_case.py: cannot read results file .*no-such-folder"):
+        script.main([str(RESULTS / "no-such-folder")])
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "results.json").write_bytes((FOLDER / "results.json").read_bytes())
+    (corrupt / "records.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(SystemExit, match="^worst_case.py: cannot read the records of .*records.jsonl.gz"):
+        script.main([str(corrupt)])

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from gradconceal.attacks.plan import AttackPlan
 from gradconceal.evaluation.provenance import by_current_attack_code
 
 HERE = Path(__file__).resolve().parent
@@ -53,8 +54,8 @@ def ensemble(row: Dict[str, Any], cascade: str, order: Dict[str, List[str]]) -> 
 def images(data: Dict[str, Any], labels: List[str]) -> int:
     """How many images the attacks ``labels`` covered (the fewest of them)."""
     total = int(data["n_images"])
-    counts = [min(int(a["n"]), total) if a.get("n") else total for a in data["attacks"] if a["label"] in labels]
-    return min(counts, default=total)
+    plans = [AttackPlan.from_dict(a) for a in data["attacks"] if a["label"] in labels]
+    return min((plan.images(total) for plan in plans), default=total)
 
 
 def reports(names: List[str]) -> Iterator[Tuple[str, Dict[str, Any]]]:

@@ -19,69 +19,64 @@ import fnmatch
 import gzip
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-from gradconceal.evaluation.metrics import Rate, worst_case, worst_case_expected
-from gradconceal.evaluation.records import AttackRecord, CleanRecord, record_from_dict
+from gradconceal.attacks.plan import AttackPlan
+from gradconceal.errors import GradconcealError
+from gradconceal.evaluation.metrics import Rate, split_row, worst_case, worst_case_expected
+from gradconceal.evaluation.records import Key, Record, record_from_dict, record_key
+from gradconceal.evaluation.results import read_results
 
 HERE = Path(__file__).resolve().parent
 
 Row = Tuple[str, str]
 
 
-def chosen_attacks(attacks: Sequence[Dict], presets: bool, exclude: Sequence[str]) -> List[Dict]:
+def chosen_attacks(attacks: Sequence[Dict], presets: bool, exclude: Sequence[str]) -> List[AttackPlan]:
     """The table attacks of results.json's ``attacks`` to take the worst case over."""
-    kept = [a for a in attacks if a.get("group") != "sweep"]
+    kept = [plan for plan in map(AttackPlan.from_dict, attacks) if plan.group != "sweep"]
     if presets:
-        kept = [a for a in kept if a.get("origin") != "explicit"]
-    return [a for a in kept if not any(fnmatch.fnmatchcase(a["label"], pattern) for pattern in exclude)]
+        kept = [plan for plan in kept if plan.origin != "explicit"]
+    return [plan for plan in kept if not any(fnmatch.fnmatchcase(plan.label, pattern) for pattern in exclude)]
 
 
-def covered(attack: Dict, n_images: int) -> int:
-    """The images an attack covered: the first ``n`` of the data (all when the spec set no count)."""
-    return min(int(attack["n"]), n_images) if attack.get("n") else n_images
-
-
-def load(folder: Path) -> Tuple[Dict[Row, List[CleanRecord]], Dict[Row, Dict[str, List[AttackRecord]]]]:
-    """A folder's clean records and attack records per (model, defence) row."""
+def load(folder: Path) -> Mapping[Key, Record]:
+    """A committed folder's records (its ``records.jsonl.gz``), keyed as the runner keys them."""
     path = folder / "records.jsonl.gz"
     if not path.exists():
-        raise SystemExit(f"{path} not found: this script reads a committed folder's gzipped records")
-    clean: Dict[Row, List[CleanRecord]] = {}
-    attacked: Dict[Row, Dict[str, List[AttackRecord]]] = {}
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line in handle:
-            record = record_from_dict(json.loads(line))
-            row = (record.model, record.defense)
-            if isinstance(record, CleanRecord):
-                clean.setdefault(row, []).append(record)
-            else:
-                attacked.setdefault(row, {}).setdefault(record.attack, []).append(record)
-    return clean, attacked
+        raise GradconcealError(f"{path} not found: this script reads a committed folder's gzipped records")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as handle:
+            records = [record_from_dict(json.loads(line)) for line in handle]
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as error:
+        raise GradconcealError(f"cannot read the records of {path}: {error}") from None
+    return {record_key(record): record for record in records}
 
 
 def worst_cases(folder: Path, *, presets: bool = False, exclude: Sequence[str] = (),
-                images: Optional[int] = None) -> Tuple[List[Dict], int, List[Tuple[Row, Rate, Optional[Rate]]]]:
+                images: Optional[int] = None) -> Tuple[List[AttackPlan], int, List[Tuple[Row, Rate, Optional[Rate]]]]:
     """(chosen attacks, images counted, per row: (model, defence), AR worst over draws, AR in expectation over
-    draws or None for a deterministic defence). Raises SystemExit with the reason on a bad choice."""
-    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    draws or None for a deterministic defence). Raises GradconcealError with the reason on a bad choice or a
+    folder that cannot be read."""
+    results = read_results(folder / "results.json")
     n_images = int(results["n_images"])
     attacks = chosen_attacks(results["attacks"], presets, exclude)
     if not attacks:
-        raise SystemExit("no attack left to take the worst case over")
-    counted = min(covered(a, n_images) for a in attacks)
+        raise GradconcealError("no attack left to take the worst case over")
+    counted = min(plan.images(n_images) for plan in attacks)
     if images is not None:
         if not 1 <= images <= counted:
-            raise SystemExit(f"--images must be between 1 and {counted} (the images every chosen attack covered)")
+            raise GradconcealError(f"--images must be between 1 and {counted} (the images every chosen attack covered)")
         counted = images
-    clean, attacked = load(folder)
+    records = load(folder)
     rows: List[Tuple[Row, Rate, Optional[Rate]]] = []
     for row in results["rows"]:
         key = (row["model"], row["defense"])
-        per_attack = [attacked.get(key, {}).get(a["label"], []) for a in attacks]
-        ar, _ = worst_case(clean.get(key, []), per_attack, counted)
-        random = any(r.correct_draws is not None for records in per_attack for r in records)
-        expected = worst_case_expected(clean.get(key, []), per_attack, counted)[0] if random else None
+        clean, by_attack = split_row(records, *key, counted)
+        per_attack = [by_attack.get(plan.label, []) for plan in attacks]
+        ar, _ = worst_case(clean, per_attack)
+        random = any(r.correct_draws is not None for attacked in per_attack for r in attacked)
+        expected = worst_case_expected(clean, per_attack)[0] if random else None
         rows.append((key, ar, expected))
     return attacks, counted, rows
 
@@ -95,9 +90,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--images", type=int, default=None, metavar="N", help="the first N images only")
     args = parser.parse_args(argv)
     folder = Path(args.folder) if Path(args.folder).is_dir() else HERE / args.folder
-    attacks, images, rows = worst_cases(folder, presets=args.presets, exclude=args.exclude, images=args.images)
+    try:
+        attacks, images, rows = worst_cases(folder, presets=args.presets, exclude=args.exclude, images=args.images)
+    except GradconcealError as error:
+        raise SystemExit(f"worst_case.py: {error}") from None
     print(f"worst case per image over {len(attacks)} attack(s) on the first {images} image(s) of {folder.name}: "
-          + ", ".join(a["label"] for a in attacks))
+          + ", ".join(plan.label for plan in attacks))
     print()
     print("| model | defence | clean-correct | AR % (worst over draws) | AR %, expectation over draws |")
     print("|---|---|---:|---:|---:|")
