@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import logging
 import shlex
@@ -62,7 +63,7 @@ SCRIPT = "benchmarks/autoattack_compare.py"
 RESULTS_DIR = Path(__file__).resolve().parent / "results" / "autoattack"
 AUTOATTACK_ORDER: Tuple[str, ...] = ("apgd-ce", "apgd-t", "fab-t", "square")  # its standard attacks, in its order
 CHUNK_KEYS: Tuple[str, ...] = ("format", "chunk", "start", "stop", "threads", "images", "seconds", "cpu_seconds",
-                               "rest_broken", "outside_budget")
+                               "rest_broken", "rest_digest", "outside_budget")
 IMAGE_KEYS: Tuple[str, ...] = ("index", "label", "clean_correct", "robust_autoattack", "autoattack_broken_by",
                                "robust_ours", "ours_broken_by", "check_robust_autoattack", "check_broken_by")
 
@@ -212,20 +213,48 @@ def load_models(model_name: str, defense: str) -> Tuple[nn.Module, nn.Module]:
     return defended, adaptive_view(defended, bpda=True)
 
 
-def run_chunk(settings: Mapping[str, Any], chunk: int, data: Any, defended: nn.Module, view: nn.Module,
-              plans: Sequence[AttackPlan]) -> Dict[str, Any]:
-    """Everything measured on chunk ``chunk`` (images ``chunk * size`` onwards): the JSON-ready record."""
+def rest_digest(rest_attacks: Sequence[Mapping[str, Any]]) -> str:
+    """A hash (16 hex digits) of the rest of the preset's plans (``config["rest_attacks"]``) a chunk was timed with."""
+    return hashlib.blake2b(json.dumps(list(rest_attacks), sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def chunk_batch(settings: Mapping[str, Any], chunk: int, data: Any,
+                defended: nn.Module) -> Tuple[List[int], Tensor, List[bool], List[int], Tensor, Tensor, List[int]]:
+    """Chunk ``chunk``'s image indices, labels and clean verdicts, and its clean-correct images (positions in the
+    chunk, images, labels, per-image seeds): what both sides attack."""
     from gradconceal.evaluation.spec import sample_seeds
 
-    size, norm, seed = int(settings["chunk"]), str(settings["norm"]), int(settings["seed"])
+    size = int(settings["chunk"])
     indices = list(range(chunk * size, (chunk + 1) * size))
     images = torch.stack([data[i][0] for i in indices])
     labels = torch.tensor([int(data[i][1]) for i in indices], dtype=torch.int64)
     with torch.no_grad():
         correct = (defended(images).argmax(1) == labels).tolist()
     kept = [j for j, ok in enumerate(correct) if ok]
-    x, y = images[kept], labels[kept]
-    seeds = sample_seeds(seed, [indices[j] for j in kept])
+    seeds = sample_seeds(int(settings["seed"]), [indices[j] for j in kept])
+    return indices, labels, correct, kept, images[kept], labels[kept], seeds
+
+
+def refresh_rest(record: Dict[str, Any], settings: Mapping[str, Any], data: Any, defended: nn.Module,
+                 plans: Sequence[AttackPlan]) -> Dict[str, Any]:
+    """``record`` (a saved chunk) with the rest of the preset measured again with today's ``plans`` (its time and
+    broken images); both sides' results are kept, since the rest of the preset takes no part in them."""
+    indices, _, _, kept, x, y, seeds = chunk_batch(settings, int(record["chunk"]), data, defended)
+    broken: Optional[Dict[str, List[int]]] = None
+    for key in ("seconds", "cpu_seconds"):
+        record[key] = {k: v for k, v in record[key].items() if k not in ("rest", "rest_by_attack")}
+    if kept:
+        watch, broken = run_rest(rest_plans(plans, defended), defended, x, y, seeds, [indices[j] for j in kept])
+        record["seconds"].update(_seconds({"rest": watch}, "wall"))
+        record["cpu_seconds"].update(_seconds({"rest": watch}, "cpu"))
+    return {**record, "rest_broken": broken, "rest_digest": rest_digest(settings["rest_attacks"])}
+
+
+def run_chunk(settings: Mapping[str, Any], chunk: int, data: Any, defended: nn.Module, view: nn.Module,
+              plans: Sequence[AttackPlan]) -> Dict[str, Any]:
+    """Everything measured on chunk ``chunk`` (images ``chunk * size`` onwards): the JSON-ready record."""
+    norm, seed = str(settings["norm"]), int(settings["seed"])
+    indices, labels, correct, kept, x, y, seeds = chunk_batch(settings, chunk, data, defended)
     members = ensemble_plans(plans, norm, defended)
     threat = members[0].build(defended).threat
     watches: Dict[str, Stopwatch] = {}
@@ -261,7 +290,8 @@ def run_chunk(settings: Mapping[str, Any], chunk: int, data: Any, defended: nn.M
     return {"format": FORMAT_VERSION, "chunk": chunk, "start": indices[0], "stop": indices[-1] + 1,
             "threads": torch.get_num_threads(), "images": records,
             "seconds": _seconds(watches, "wall"), "cpu_seconds": _seconds(watches, "cpu"),
-            "rest_broken": rest_broken, "outside_budget": {"autoattack": aa_outside, "ours": ours_outside}}
+            "rest_broken": rest_broken, "rest_digest": rest_digest(settings["rest_attacks"]),
+            "outside_budget": {"autoattack": aa_outside, "ours": ours_outside}}
 
 
 def _rounded(value: Optional[float]) -> Optional[float]:
@@ -302,16 +332,27 @@ def chunk_path(out: Path, chunk: int) -> Path:
 
 
 def check_config(out: Path, config: Mapping[str, Any]) -> None:
-    """Write ``config.json`` in a new folder; refuse a folder whose saved configuration differs."""
+    """Write ``config.json`` in a new folder; refuse a folder whose saved configuration differs, except in the rest
+    of the preset alone (``rest_attacks``, which decides no image of either side): then each saved chunk is stamped
+    with the digest of the rest it was timed with, and ``run`` measures that rest again."""
     path = out / "config.json"
+    text = json.dumps(config, indent=1, sort_keys=True) + "\n"
     if not path.exists():
-        write_atomic(path, json.dumps(config, indent=1, sort_keys=True) + "\n")
+        write_atomic(path, text)
         return
     saved, wanted = json.loads(path.read_text(encoding="utf-8")), json.loads(json.dumps(config))
     if saved != wanted:
         changed = sorted(key for key in set(saved) | set(wanted) if saved.get(key) != wanted.get(key))
-        raise GradconcealError(f"folder {out} holds chunks of another configuration (differs in {changed}); "
-                               "choose another --out or the same settings")
+        if changed != ["rest_attacks"]:
+            raise GradconcealError(f"folder {out} holds chunks of another configuration (differs in {changed}); "
+                                   "choose another --out or the same settings")
+        old = rest_digest(saved["rest_attacks"])
+        for chunk in sorted(out.glob("chunk-*.json")):
+            record = json.loads(chunk.read_text(encoding="utf-8"))
+            if "rest_digest" not in record:
+                write_atomic(chunk, json.dumps({**record, "rest_digest": old}, indent=1) + "\n")
+        write_atomic(path, text)
+        log.info("%s: the rest of the preset changed since its chunks were saved: measuring it again", out)
 
 
 def run(args: argparse.Namespace) -> Path:
@@ -329,11 +370,20 @@ def run(args: argparse.Namespace) -> Path:
     try:
         check_config(out, config)
         todo = [c for c in range(args.n // args.chunk) if not chunk_path(out, c).exists()]
-        log.info("%s: %d of %d chunks to compute", out, len(todo), args.n // args.chunk)
-        if not todo:
+        digest = rest_digest(config["rest_attacks"])
+        stale = [path for path in sorted(out.glob("chunk-*.json"))
+                 if json.loads(path.read_text(encoding="utf-8")).get("rest_digest", digest) != digest]
+        log.info("%s: %d of %d chunks to compute, %d to time the rest of the preset again", out, len(todo),
+                 args.n // args.chunk, len(stale))
+        if not todo and not stale:
             return out
-        data = load_dataset(DATA, split="test", limit=args.n)
+        data = load_dataset(DATA, split="test", limit=max([args.n] + [
+            json.loads(path.read_text(encoding="utf-8"))["stop"] for path in stale]))
         settings = {**config, "chunk": args.chunk}
+        for path in stale:
+            record = refresh_rest(json.loads(path.read_text(encoding="utf-8")), settings, data, defended, plans)
+            write_atomic(path, json.dumps(record, indent=1) + "\n")
+            log.info("%s: rest of the preset timed again (%s s)", path, record["seconds"].get("rest", "-"))
         for c in todo:
             started = time.perf_counter()
             record = run_chunk(settings, c, data, defended, view, plans)

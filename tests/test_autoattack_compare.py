@@ -141,3 +141,45 @@ def test_second_seed_on_images_only_autoattack_breaks(compare: Any, tmp_path: Pa
             assert (image["check_broken_by"] is None) == image["check_robust_autoattack"]
         else:
             assert image["check_robust_autoattack"] is None
+
+
+def test_a_changed_rest_of_the_preset_is_timed_again_and_nothing_else(compare: Any, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saved chunks keep both sides' verdicts when only the rest of the preset changed (it decides no image of
+    either side): its time and broken images are measured again, once; a changed ensemble is still refused."""
+    out = tmp_path / "cnn-gcm-linf"
+    compare.main(_argv(out, "--n", "4"))
+    before = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("chunk-*.json"))}
+    for record in before.values():  # chunks saved before chunks carried the digest
+        del record["rest_digest"]
+        (out / f"chunk-{record['chunk']:04d}.json").write_text(json.dumps(record))
+    shortened = compare.preset_plans
+
+    def other_rest(image_size: Any) -> List[Any]:
+        return [dataclasses.replace(plan, settings={**plan.settings, "restarts": 3})
+                if plan.label == "BPDA PGD-L1 (sparse)" else plan for plan in shortened(image_size)]
+
+    monkeypatch.setattr(compare, "preset_plans", other_rest)
+    compare.main(_argv(out, "--n", "4"))
+    assert compare.chunks_run == [0, 1]  # no chunk attacked again
+    config = json.loads((out / "config.json").read_text())
+    l1 = next(p for p in config["rest_attacks"] if p["label"] == "BPDA PGD-L1 (sparse)")
+    assert l1["settings"]["restarts"] == 3
+    for name, old in before.items():
+        new = json.loads((out / name).read_text())
+        assert new["images"] == old["images"]
+        assert new["seconds"]["autoattack"] == old["seconds"]["autoattack"]
+        assert new["seconds"]["ours"] == old["seconds"]["ours"]
+        assert new["seconds"]["rest"] > 0 and set(new["rest_broken"]) == set(new["seconds"]["rest_by_attack"])
+        assert new["rest_digest"] == compare.rest_digest(config["rest_attacks"]) != compare.rest_digest(
+            [{**p, "settings": {**p["settings"], "restarts": 2}} if p["label"] == "BPDA PGD-L1 (sparse)" else p
+             for p in config["rest_attacks"]])
+    saved = {p.name: p.read_text() for p in out.glob("chunk-*.json")}
+    compare.main(_argv(out, "--n", "4"))  # measured once: a rerun changes nothing
+    assert {p.name: p.read_text() for p in out.glob("chunk-*.json")} == saved
+
+    monkeypatch.setattr(compare, "preset_plans", lambda image_size: [
+        dataclasses.replace(plan, settings={**plan.settings, "steps": 3}) if plan.label == "AA APGD-CE-Linf" else plan
+        for plan in other_rest(image_size)])
+    with pytest.raises(GradconcealError, match=r"another configuration \(differs in \['ours'\]\)"):
+        compare.main(_argv(out, "--n", "4"))
