@@ -143,8 +143,7 @@ def test_clean_first_pgd_l2_is_as_strong_as_torchattacks_pgdl2():
 def test_adaptive_sparse_l1_is_not_weaker_than_a_random_start_on_a_flat_loss():
     """The adaptive preset's sparse BPDA PGD-L1 on the FGSM-regularised Fashion-MNIST CNN, whose loss is flat at the
     clean image (first 200 test images, those it classifies correctly): one run from the clean image leaves images
-    a random start breaks; the preset's clean start plus one random restart is at least as strong as either, within
-    a point (docs/attacks.md, *Random starts*; all 1,000 images: docs/results/l1-starts.toml)."""
+    a random start breaks; the preset's clean start plus random restarts is stronger than either (docs/attacks.md, *Random starts*; all 1,000 images: docs/results/l1-starts.toml)."""
     from gradconceal.attacks.presets import SPARSE_L1_RESTARTS, preset
     from gradconceal.models.zoo import load_model
 
@@ -154,18 +153,18 @@ def test_adaptive_sparse_l1_is_not_weaker_than_a_random_start_on_a_flat_loss():
         correct = model(images).argmax(1) == labels
     images, labels = images[correct], labels[correct]
     plan = {p.label: p for p in preset("adaptive", (1, 28, 28))}["BPDA PGD-L1 (sparse)"]
-    assert plan.settings["start"] == "clean-first" and plan.settings["restarts"] == SPARSE_L1_RESTARTS == 2
+    assert plan.settings["start"] == "clean-first" and plan.settings["restarts"] == SPARSE_L1_RESTARTS == 10
     one_run = {k: v for k, v in plan.settings.items() if k not in ("start", "restarts")}
     preset_ar = PGD(model, **plan.settings).perturb(images, labels).robust_accuracy
     clean_only = PGD(model, **one_run, start="clean-first").perturb(images, labels).robust_accuracy
     random_only = PGD(model, **one_run, start="foolbox").perturb(images, labels).robust_accuracy
     assert random_only < clean_only - 0.02, (random_only, clean_only)  # the weakness the restart exists for
-    assert preset_ar <= clean_only and preset_ar <= random_only + 0.01, (preset_ar, clean_only, random_only)
+    assert preset_ar < min(clean_only, random_only) - 0.02, (preset_ar, clean_only, random_only)
 
 
 def test_adaptive_preset_restarts_only_the_sparse_l1_pgd():
     from gradconceal.attacks.presets import preset
 
     restarts = {p.label: p.settings.get("restarts", 1) for p in preset("adaptive", (3, 224, 224)) if p.attack == "pgd"}
-    assert restarts == {"BPDA PGD-L1 (sparse)": 2, "BPDA PGD-L2": 1, "BPDA PGD-Linf": 1, "BPDA+EOT PGD-Linf": 1,
+    assert restarts == {"BPDA PGD-L1 (sparse)": 10, "BPDA PGD-L2": 1, "BPDA PGD-Linf": 1, "BPDA+EOT PGD-Linf": 1,
                         "Transfer PGD-Linf": 1}
