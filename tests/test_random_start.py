@@ -143,7 +143,8 @@ def test_clean_first_pgd_l2_is_as_strong_as_torchattacks_pgdl2():
 def test_adaptive_sparse_l1_is_not_weaker_than_a_random_start_on_a_flat_loss():
     """The adaptive preset's sparse BPDA PGD-L1 on the FGSM-regularised Fashion-MNIST CNN, whose loss is flat at the
     clean image (first 200 test images, those it classifies correctly): one run from the clean image leaves images
-    a random start breaks; the preset's clean start plus random restarts is stronger than either (docs/attacks.md, *Random starts*; all 1,000 images: docs/results/l1-starts.toml)."""
+    a random start breaks; the preset's clean start plus random restarts is stronger than either (docs/attacks.md,
+    *Random starts*; all 1,000 images: docs/results/l1-starts.toml)."""
     from gradconceal.attacks.presets import SPARSE_L1_RESTARTS, preset
     from gradconceal.models.zoo import load_model
 
