@@ -44,7 +44,7 @@ ENSEMBLE_EOT_SAMPLES = 20  # AutoAttack's "rand" version: 20 draws per gradient
 # clean image, and 20 such steps are far from converged: on the FGSM-regularised Fashion-MNIST CNN, AR 52.2 % with
 # the clean start alone, 47.6 % with one random start, 46.3 / 42.3 / 40.0 % with 2 / 5 / 10 runs; on the plain CNN
 # 19.1 / 17.5 / 14.7 / 13.3 % (docs/attacks.md, docs/results/l1-starts.toml). The restarts attack only the images
-# still robust: on the plain CNN the ten runs take about 1 % of the preset's CPU time. The L2 and Linf BPDA PGD gain
+# still robust: on the Fashion-MNIST models the ten runs take 1 to 2 % of the preset's CPU time. The L2 and Linf BPDA PGD gain
 # at most 0.1 point from a restart there and keep one run.
 SPARSE_L1_RESTARTS = 10
 ENSEMBLE_PREFIX = "AA"  # labels of the adaptive preset's AutoAttack ensemble: 'AA APGD-CE-Linf', ...
