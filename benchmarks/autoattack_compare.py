@@ -371,17 +371,16 @@ def run(args: argparse.Namespace) -> Path:
         check_config(out, config)
         todo = [c for c in range(args.n // args.chunk) if not chunk_path(out, c).exists()]
         digest = rest_digest(config["rest_attacks"])
-        stale = [path for path in sorted(out.glob("chunk-*.json"))
-                 if json.loads(path.read_text(encoding="utf-8")).get("rest_digest", digest) != digest]
+        saved = {path: json.loads(path.read_text(encoding="utf-8")) for path in sorted(out.glob("chunk-*.json"))}
+        stale = {path: record for path, record in saved.items() if record.get("rest_digest", digest) != digest}
         log.info("%s: %d of %d chunks to compute, %d to time the rest of the preset again", out, len(todo),
                  args.n // args.chunk, len(stale))
         if not todo and not stale:
             return out
-        data = load_dataset(DATA, split="test", limit=max([args.n] + [
-            json.loads(path.read_text(encoding="utf-8"))["stop"] for path in stale]))
+        data = load_dataset(DATA, split="test", limit=max([args.n] + [record["stop"] for record in stale.values()]))
         settings = {**config, "chunk": args.chunk}
-        for path in stale:
-            record = refresh_rest(json.loads(path.read_text(encoding="utf-8")), settings, data, defended, plans)
+        for path, old in stale.items():
+            record = refresh_rest(old, settings, data, defended, plans)
             write_atomic(path, json.dumps(record, indent=1) + "\n")
             log.info("%s: rest of the preset timed again (%s s)", path, record["seconds"].get("rest", "-"))
         for c in todo:
