@@ -42,6 +42,17 @@ log = logging.getLogger("gpu_check")
 MODELS = ("lite0", "timm:resnet50")
 VARIANTS = ("fp32", "bf16", "bf16 + compile")
 SIDES = ("ours", "torchattacks", "bare")
+# Every side that --sides can add (flag name: contender), beside the default three: ours as the runner calls it
+# (the clean logits it already has are passed in, so the attack skips its own clean forward) and torchattacks
+# with the two forwards a user adds to score its output (clean and adversarial correctness, as ours returns).
+SIDE_FLAGS: Dict[str, str] = {
+    "ours": "ours",
+    "ours-clean-given": "ours, clean logits given",
+    "torchattacks": "torchattacks",
+    "torchattacks-scored": "torchattacks + scoring",
+    "bare": "bare",
+}
+VARIANT_FLAGS: Dict[str, str] = {"fp32": "fp32", "bf16": "bf16", "bf16+compile": "bf16 + compile"}
 # Bare-loop and torchattacks PGD-10 images/s of ResNet-50 on an H100, batch 256, 224 px: compare ratios, not speed.
 ANCHORS: Dict[Tuple[str, str, str], float] = {
     ("timm:resnet50", "fp32", "bare"): 281.0,
@@ -112,6 +123,8 @@ class Settings:
     compile_backend: str
     steps: int = 10
     models: Sequence[str] = field(default_factory=lambda: list(MODELS))
+    variants: Sequence[str] = field(default_factory=lambda: list(VARIANTS))
+    sides: Sequence[str] = field(default_factory=lambda: list(SIDES))  # the bare loop always among them
 
 
 # ----------------------------------------------------------------------------------------------- step 1
@@ -202,9 +215,9 @@ def model_throughput(name: str, settings: Settings) -> List[ThroughputRow]:
     calls: Dict[str, Callable[[], object]] = {}
     peaks: Dict[str, float] = {}
     failures: Dict[str, str] = {}
-    for variant in VARIANTS:
+    for variant in settings.variants:
         sides = contenders(compiled if "compile" in variant else model, images, labels, case)
-        for side in SIDES:
+        for side in settings.sides:
             key = f"{variant} | {side}"
             call = _with_peak(_in_autocast(sides[side], device, variant), device, peaks, key)
             started = time.perf_counter()
@@ -218,17 +231,18 @@ def model_throughput(name: str, settings: Settings) -> List[ThroughputRow]:
     peaks.clear()  # the warm-up's peak includes compilation; keep the timed rounds' peaks
     clock = default_clock(device, torch.get_num_threads())
     times = interleaved(calls, settings.repeats, warmup=0, device=device, clock=clock)
-    return rows_from_times(name, settings.batch, times, peaks, failures)
+    return rows_from_times(name, settings.batch, times, peaks, failures, settings.variants, settings.sides)
 
 
 def rows_from_times(name: str, batch: int, times: Dict[str, List[float]], peaks: Dict[str, float],
-                    failures: Dict[str, str]) -> List[ThroughputRow]:
+                    failures: Dict[str, str], variants: Sequence[str] = VARIANTS,
+                    sides: Sequence[str] = SIDES) -> List[ThroughputRow]:
     """One row per variant and side from the seconds of each ``'variant | side'``, with the anchors' ratios."""
     from gcbench.timing import median, paired_ratio
 
     rows: List[ThroughputRow] = []
-    for variant in VARIANTS:
-        for side in SIDES:
+    for variant in variants:
+        for side in sides:
             key = f"{variant} | {side}"
             if key not in times:
                 rows.append(ThroughputRow(name, variant, side, math.nan, None, math.nan, math.nan,
@@ -261,7 +275,7 @@ def run_throughput(settings: Settings) -> Tuple[Step, List[ThroughputRow]]:
             log.exception("step 2 failed on %s", name)
             rows += rows_from_times(name, settings.batch, {}, {}, {
                 f"{variant} | {side}": f"{type(error).__name__}: {str(error)[:300]}"
-                for variant in VARIANTS for side in SIDES})
+                for variant in settings.variants for side in settings.sides}, settings.variants, settings.sides)
     bad = [f"{r.model} {r.variant} {r.side}" for r in rows
            if not (math.isfinite(r.images_per_s) and r.images_per_s > 0)]
     detail = (f"batch {settings.batch}, {settings.size} px, {settings.repeats} timed round(s), device "
@@ -342,6 +356,13 @@ def not_run_message(steps: Sequence[Step], reason: str) -> str:
     return f"{reason}. Not run: " + "; ".join(names) + "." if names else ""
 
 
+def _chosen_sides(flags: Optional[Sequence[str]]) -> List[str]:
+    """The contenders named by ``--sides`` in SIDE_FLAGS' order, the bare loop always last; default: SIDES."""
+    if not flags:
+        return list(SIDES)
+    return [SIDE_FLAGS[f] for f in SIDE_FLAGS if f in flags and f != "bare"] + ["bare"]
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Parse the flags, run the steps, print the table and each step's time; 0 when every step run passed."""
     parser = argparse.ArgumentParser(prog="bash benchmarks/gpu_check.sh", description=__doc__.splitlines()[0])
@@ -354,6 +375,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--compile-backend", help="torch.compile backend (default inductor; --cpu-smoke: eager)")
     parser.add_argument("--models", nargs="+", default=list(MODELS), metavar="NAME",
                         help=f"step 2 models (default: {' '.join(MODELS)})")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANT_FLAGS), metavar="VARIANT",
+                        help=f"step 2 variants (default: all; choices: {' '.join(VARIANT_FLAGS)})")
+    parser.add_argument("--sides", nargs="+", choices=list(SIDE_FLAGS), metavar="SIDE",
+                        help="step 2 contenders; the bare loop is always timed (default: ours torchattacks bare; "
+                             f"choices: {' '.join(SIDE_FLAGS)})")
+    parser.add_argument("--skip-tests", action="store_true", help="do not run step 1 (pytest -m gpu)")
     parser.add_argument("--json", metavar="PATH", help="also write the steps and rows as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -374,7 +401,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     settings = Settings(device="cpu" if smoke else "cuda", batch=args.batch or (1 if smoke else 256),
                         size=args.size or (16 if smoke else 224), repeats=args.repeats or (1 if smoke else 3),
                         compile_backend=args.compile_backend or ("eager" if smoke else "inductor"),
-                        steps=args.steps or (1 if smoke else 10), models=args.models)
+                        steps=args.steps or (1 if smoke else 10), models=args.models,
+                        variants=[VARIANT_FLAGS[v] for v in args.variants] if args.variants else list(VARIANTS),
+                        sides=_chosen_sides(args.sides))
     if smoke:
         torch.set_num_threads(1)
     started = time.perf_counter()
@@ -382,6 +411,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     if smoke:
         steps.append(Step(STEP_TESTS, NOT_RUN, detail="needs a CUDA device"))
+    elif args.skip_tests:
+        steps.append(Step(STEP_TESTS, NOT_RUN, detail="--skip-tests"))
     else:
         log.info("%s ...", STEP_TESTS)
         steps.append(run_gpu_tests())

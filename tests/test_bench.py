@@ -140,3 +140,18 @@ def test_bench_rejects_bad_flags(capsys):
     assert main(["--only", "nope"]) == 1
     assert "unknown benchmark 'nope'" in capsys.readouterr().err
     assert main(["--threads", "0", "--only", "gpu"]) == 1
+
+
+def test_ours_given_the_clean_logits_skips_one_forward_and_returns_the_same_images() -> None:
+    from gcbench.attacks import AttackCase, contenders, count_passes
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    images = torch.rand(6, 1, 8, 8)
+    with torch.no_grad():
+        labels = model(images).argmax(1)
+    sides = contenders(model, images, labels, AttackCase("PGD", "pgd", "linf", 8 / 255, 3))
+    sides["ours, clean logits given"]()  # the first call computes the clean logits once, as the runner does
+    ours, given = count_passes(model, sides["ours"]), count_passes(model, sides["ours, clean logits given"])
+    assert given == (ours[0] - 1, ours[1])  # one forward fewer, the same backward passes
+    assert ours[1] == 3

@@ -519,6 +519,7 @@ def test_an_attack_on_dropout_in_training_mode_leaves_the_global_rng_as_found():
     assert _rng_same(before)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_an_attack_on_cuda_leaves_the_cuda_generator_as_found():
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 10), nn.Dropout(0.3)).train().cuda()

@@ -113,3 +113,22 @@ def test_cpu_smoke_prints_the_table_and_names_the_steps_not_run(tmp_path: Path, 
     assert message.startswith("no GPU found")
     assert "pytest -m gpu" in message and "2-process NCCL" in message and message in printed
     assert "step 2" not in message
+
+
+def test_sides_and_variants_trim_step_2_and_the_bare_loop_is_always_timed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    threads = torch.get_num_threads()
+    out = tmp_path / "check.json"
+    try:
+        code = gpu_check.main(["--cpu-smoke", "--models", "timm:resnet50", "--variants", "fp32", "--sides",
+                               "torchattacks-scored", "ours-clean-given", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0, capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["variant"], r["side"]) for r in rows] == [
+        ("fp32", "ours, clean logits given"), ("fp32", "torchattacks + scoring"), ("fp32", "bare")]
+    assert all(math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0 for r in rows)
+    with pytest.raises(SystemExit):
+        gpu_check.main(["--cpu-smoke", "--sides", "fastest"])

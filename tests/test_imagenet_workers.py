@@ -129,6 +129,7 @@ def test_bad_settings_are_refused(folder: Path) -> None:
             dataset.preload(pin_memory=True)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_pinned_cache_serves_pinned_batches(folder: Path) -> None:
     dataset = load_imagenet(folder).preload(workers=2, pin_memory=True)

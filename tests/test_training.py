@@ -294,14 +294,6 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert meta["extra"]["training"]["epochs"] == 4
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_mixed_precision_training_on_gpu(tmp_path):
-    result = train("small:cnn", preset="challenge", epochs=1, device="cuda", out_dir=tmp_path, **TINY)
-    assert next(result.model.parameters()).device.type == "cuda"
-    assert all(torch.isfinite(v).all() for v in result.model.state_dict().values() if v.is_floating_point())
-
-
 def test_config_round_trips_through_json():
     config = make_config("pgd", model="small:resnet", train_limit=20000)
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

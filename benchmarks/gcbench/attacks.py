@@ -101,6 +101,17 @@ def contenders(model: nn.Module, images: Tensor, labels: Tensor, case: AttackCas
     }
     if case.attack == "pgd":
         sides["ours, early stop"] = lambda: ours_on.perturb(images, labels)
+        clean: List[Tensor] = []
+
+        def ours_given_clean() -> object:
+            # as the runner calls it: the clean logits it already has for clean accuracy are passed in
+            # (computed once, at the first call, under the caller's autocast)
+            if not clean:
+                with torch.no_grad():
+                    clean.append(model(images))
+            return ours_off.perturb(images, labels, clean_logits=clean[0])
+
+        sides["ours, clean logits given"] = ours_given_clean
     return sides
 
 
