@@ -1,10 +1,15 @@
-"""Shared pieces of the attack tests: the Fashion-MNIST CNN, a batch of its test images, tiny models."""
+"""Shared pieces of the tests: the Fashion-MNIST CNN, a batch of its test images, tiny models, an evaluation's
+records, a synthetic ImageNet-layout folder and the GPU check imported as a module."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 import tempfile
 from pathlib import Path
-from typing import Tuple
+from types import ModuleType
+from typing import Any, Dict, List, Mapping, Tuple
 
 import pytest
 import torch
@@ -13,6 +18,9 @@ from torch import Tensor, nn
 from gradconceal.errors import GradconcealError
 
 FMNIST_CACHE = Path(tempfile.gettempdir()) / "gradconceal-tests" / "fmnist-cnn-1epoch.safetensors"
+BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+# The fields of an attack record that say what was decided (compared between eager and compiled runs, devices)
+RECORD_DECISIONS = ("status", "correct", "clean_correct", "fooled", "adv_pred", "correct_8bit", "non_finite", "label")
 
 
 def fmnist_batch(count: int, split: str = "test") -> Tuple[Tensor, Tensor]:
@@ -85,3 +93,39 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def evaluate_records(spec: Mapping[str, Any], out: Path, **kwargs: Any) -> List[Dict[str, Any]]:
+    """Evaluate ``spec`` into ``out`` (no plots, quiet) and return its records in file order."""
+    from gradconceal.evaluation.api import evaluate
+
+    evaluate(dict(spec), out, quiet=True, plots=False, **kwargs)
+    return [json.loads(line) for line in (out / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def write_imagenet_splits(root: Path, images_per_class: int) -> None:
+    """``root/train`` and ``root/val`` in the ImageNet folder layout: two synsets (classes 0 and 1), each with
+    ``images_per_class`` random 64 x 64 RGB PNGs (seeded, the same on every call)."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for synset in ("n01440764", "n01443537"):
+            folder = root / split / synset
+            folder.mkdir(parents=True)
+            for index in range(images_per_class):
+                pixels = (torch.rand(64, 64, 3, generator=generator) * 255).to(torch.uint8).numpy()
+                Image.fromarray(pixels).save(folder / f"{index}.png")
+
+
+def load_gpu_check() -> ModuleType:
+    """``benchmarks/gpu_check.py`` imported as a module, once (it puts gcbench on sys.path itself)."""
+    name = "gradconceal_gpu_check"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS_DIR / "gpu_check.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module

@@ -7,13 +7,13 @@ uses inductor itself.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Dict, List
 
 import pytest
 import torch
 
+from attacks_support import RECORD_DECISIONS, evaluate_records
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.run import Runner
 from gradconceal.evaluation.spec import load_spec
@@ -37,7 +37,6 @@ SPEC: Dict[str, Any] = {
     "audit": False,
     "gallery": 0,
 }
-DECISIONS = ("status", "correct", "clean_correct", "fooled", "adv_pred", "correct_8bit", "non_finite", "label")
 
 
 class CountingBackend:
@@ -58,15 +57,8 @@ class CountingBackend:
         return torch._dynamo.lookup_backend(self.inner)(graph, inputs)
 
 
-def _records(out: Path) -> List[Dict[str, Any]]:
-    return [json.loads(line) for line in (out / "records.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
 def _evaluate(spec: Dict[str, Any], out: Path) -> List[Dict[str, Any]]:
-    from gradconceal.evaluation.api import evaluate
-
-    evaluate(spec, out, quiet=True, plots=False)
-    return _records(out)
+    return evaluate_records(spec, out)
 
 
 def _compare(spec: Dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str) -> CountingBackend:
@@ -78,7 +70,7 @@ def _compare(spec: Dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPat
     compiled = _evaluate({**spec, "compile": True}, tmp_path / "compiled")
     assert len(compiled) == len(eager) > 40
     for a, b in zip(eager, compiled):
-        assert {k: a.get(k) for k in DECISIONS} == {k: b.get(k) for k in DECISIONS}, (a, b)
+        assert {k: a.get(k) for k in RECORD_DECISIONS} == {k: b.get(k) for k in RECORD_DECISIONS}, (a, b)
         assert a["job"] == b["job"]  # compile is not part of the job key
     assert any(r.get("stopped_early") or r.get("fooled") for r in compiled)  # early stop shrank batches
     return counting

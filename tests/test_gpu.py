@@ -14,38 +14,17 @@ import pytest
 import torch
 from torch import nn
 
+from attacks_support import RECORD_DECISIONS, evaluate_records, load_gpu_check, write_imagenet_splits
+
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-DECISIONS = ("status", "correct", "clean_correct", "fooled", "adv_pred", "label")
-
-# The GPU check's distributed spec, one process: lite0 on the photos, no defence, GCM and the challenge stack
-# (random), a plain PGD, BPDA+EOT PGD and Square.
-PHOTOS_SPEC: Dict[str, Any] = {
-    "models": ["lite0"],
-    "defenses": ["none", "gcm", "challenge"],
-    "data": {"source": "photos", "n": 9},
-    "attacks": [
-        {"label": "PGD", "attack": "pgd", "norm": "linf", "eps": "4/255", "steps": 5, "alpha": "1/255"},
-        {"label": "BPDA+EOT PGD", "attack": "pgd", "view": "bpda+eot", "eot_samples": 2, "norm": "linf",
-         "eps": "4/255", "steps": 3, "alpha": "2/255"},
-        {"label": "Square", "attack": "square", "norm": "linf", "eps": "4/255", "n_queries": 50},
-    ],
-    "batch_size": 4,
-    "seed": 2,
-    "audit": False,
-    "gallery": 0,
-}
-
-
-def _records(out: Path) -> List[Dict[str, Any]]:
-    return [json.loads(line) for line in (out / "records.jsonl").read_text(encoding="utf-8").splitlines()]
+# The GPU check's distributed spec (lite0 on the photos; a plain PGD, BPDA+EOT PGD and Square), with GCM added
+# beside no defence and the challenge stack (random), in one process.
+PHOTOS_SPEC: Dict[str, Any] = {**load_gpu_check().DISTRIBUTED_SPEC, "defenses": ["none", "gcm", "challenge"]}
 
 
 def _evaluate(spec: Dict[str, Any], out: Path, **kwargs: Any) -> List[Dict[str, Any]]:
-    from gradconceal.evaluation.api import evaluate
-
-    evaluate(spec, out, quiet=True, plots=False, **kwargs)
-    return sorted(_records(out), key=_key)
+    return sorted(evaluate_records(spec, out, **kwargs), key=_key)
 
 
 def _key(record: Dict[str, Any]) -> Any:
@@ -53,18 +32,9 @@ def _key(record: Dict[str, Any]) -> Any:
 
 
 def test_mixed_precision_challenge_training_on_an_imagenet_folder(tmp_path: Path) -> None:
-    from PIL import Image
-
     from gradconceal.training import train
 
-    generator = torch.Generator().manual_seed(0)
-    for split in ("train", "val"):
-        for synset in ("n01440764", "n01443537"):
-            folder = tmp_path / split / synset
-            folder.mkdir(parents=True)
-            for index in range(4):
-                pixels = (torch.rand(64, 64, 3, generator=generator) * 255).to(torch.uint8).numpy()
-                Image.fromarray(pixels).save(folder / f"{index}.png")
+    write_imagenet_splits(tmp_path, images_per_class=4)
     result = train("timm:test_resnet", data=f"imagenet:{tmp_path / 'train'}", test_data=f"imagenet:{tmp_path / 'val'}",
                    preset="challenge", epochs=1, batch_size=4, device="cuda", out_dir=tmp_path / "run", progress=False)
     assert next(result.model.parameters()).device.type == "cuda"
@@ -142,4 +112,4 @@ def test_compiled_evaluation_on_cuda_decides_as_eager(tmp_path: Path) -> None:
     assert len(compiled) == len(eager) == 32 * 2 * 3  # clean, PGD and BPDA-PGD records
     assert any(r.get("fooled") for r in eager) and any(r.get("fooled") is False for r in eager)
     for a, b in zip(eager, compiled):
-        assert {k: a.get(k) for k in DECISIONS} == {k: b.get(k) for k in DECISIONS}, (a, b)
+        assert {k: a.get(k) for k in RECORD_DECISIONS} == {k: b.get(k) for k in RECORD_DECISIONS}, (a, b)

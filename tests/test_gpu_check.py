@@ -8,32 +8,20 @@ message are checked on any machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 
-BENCHMARKS_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
+from attacks_support import BENCHMARKS_DIR, load_gpu_check
 
 
-def _load_check() -> ModuleType:
-    """``benchmarks/gpu_check.py`` imported as a module (it puts gcbench on sys.path itself)."""
-    spec = importlib.util.spec_from_file_location("gradconceal_gpu_check", BENCHMARKS_DIR / "gpu_check.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
 
-
-gpu_check = _load_check()
+gpu_check = load_gpu_check()
 VARIANTS = ("fp32", "bf16", "bf16 + compile")
 SIDES = ("ours", "torchattacks", "bare")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from attacks_support import write_imagenet_splits
 from gradconceal import conceal
 from gradconceal.cli import build_parser, main
 from gradconceal.defenses.concealment import GradientConcealment
@@ -301,16 +302,7 @@ def test_config_round_trips_through_json():
 
 
 def test_trains_a_timm_model_on_an_imagenet_folder(tmp_path):
-    from PIL import Image
-
-    generator = torch.Generator().manual_seed(0)
-    for split in ("train", "val"):
-        for synset in ("n01440764", "n01443537"):
-            folder = tmp_path / split / synset
-            folder.mkdir(parents=True)
-            for index in range(3):
-                pixels = (torch.rand(64, 64, 3, generator=generator) * 255).to(torch.uint8).numpy()
-                Image.fromarray(pixels).save(folder / f"{index}.png")
+    write_imagenet_splits(tmp_path, images_per_class=3)
     result = train(
         "timm:test_resnet",
         data=f"imagenet:{tmp_path / 'train'}",
