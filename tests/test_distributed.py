@@ -24,6 +24,8 @@ SPEC = {
         {"label": "BPDA+EOT PGD", "attack": "pgd", "view": "bpda+eot", "eot_samples": 2, "norm": "linf",
          "eps": "8/255", "steps": 3, "alpha": "3/255"},
         {"label": "Square", "attack": "square", "norm": "linf", "eps": "8/255", "n_queries": 30},
+        # the first 4 images are one batch: one process attacks them, and the runner says so
+        {"label": "PGD first 4", "attack": "pgd", "norm": "l2", "eps": 0.5, "steps": 3, "alpha": 0.2, "n": 4},
     ],
     "batch_size": 4,
     "device": "cpu",
@@ -64,6 +66,8 @@ def test_two_processes_give_the_numbers_of_one(tmp_path: Path) -> None:
     assert _dicts(RecordStore(tmp_path / "two").load()) == _dicts(RecordStore(tmp_path / "single").load())
     assert not list((tmp_path / "two").glob("records.rank*.jsonl")), "rank 0 merges the other process's records"
     assert done.stdout.count("clean accuracy %") == 1, "only rank 0 prints the table"
+    warned = [line for line in done.stderr.splitlines() if "run on the first 4 image(s)" in line]
+    assert len(warned) == 1 and "[4, 0]" in warned[0] and "batch_size 2" in warned[0], done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("world, n, batch", [(2, 9, 4), (3, 25, 4), (2, 1000, 100), (4, 7, 3)])
@@ -83,3 +87,38 @@ def test_processes_take_whole_blocks(world: int, n: int, batch: int) -> None:
         batches += runner._blocks(runner._shard())
     assert sorted(batches) == alone
     assert sorted(i for b in batches for i in b) == list(range(n))
+
+
+@pytest.mark.parametrize("world, n, batch, busiest", [(2, 100, 100, 0), (2, 150, 100, 0), (4, 200, 100, 0),
+                                                       (3, 40, 10, 0)])
+def test_a_subset_that_one_process_would_attack_alone_is_named(world: int, n: int, batch: int, busiest: int) -> None:
+    """An attack on the first n images only covers the first blocks: when they land unevenly on the processes
+    the runner says so, with the counts per rank and a batch size that spreads them evenly."""
+    from gradconceal.evaluation.distributed import shard_images, uneven_subsets
+
+    notes = uneven_subsets({"AA APGD-CE-Linf": n, "AA Square-Linf": n}, batch, world)
+    assert len(notes) == 1
+    counts = [len(shard_images(n, batch, world, rank)) for rank in range(world)]
+    assert f"{counts}" in notes[0] and f"rank {busiest} " in notes[0]
+    assert "'AA APGD-CE-Linf', 'AA Square-Linf'" in notes[0]
+    suggested = int(notes[0].split("batch_size ")[-1].split()[0])
+    spread = [len(shard_images(n, suggested, world, rank)) for rank in range(world)]
+    assert max(spread) - min(spread) <= suggested, spread  # within one block of even
+
+
+@pytest.mark.parametrize("world, n, batch", [(1, 100, 100), (2, 200, 100), (2, 100, 50), (2, 1000, 100),
+                                             (2, 250, 100)])
+def test_subsets_spread_evenly_draw_no_warning(world: int, n: int, batch: int) -> None:
+    from gradconceal.evaluation.distributed import uneven_subsets
+
+    assert uneven_subsets({"AA APGD-CE-Linf": n}, batch, world) == []
+
+
+def test_shard_refuses_a_rank_outside_the_job() -> None:
+    from gradconceal.errors import GradconcealError
+    from gradconceal.evaluation.distributed import shard_images
+
+    with pytest.raises(GradconcealError, match="rank=2"):
+        shard_images(10, 4, 2, 2)
+    with pytest.raises(GradconcealError, match="batch_size=0"):
+        shard_images(10, 0, 2, 0)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import torch
 
@@ -48,6 +49,47 @@ class Distributed:
         flag = torch.tensor([1 if ok else 0], device=device)
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item())
+
+    def shard(self, n_images: int, batch_size: int) -> List[int]:
+        """This process's image indices: whole blocks of ``batch_size`` indices, every ``world_size``-th block
+        (block k = images [k * batch_size, (k + 1) * batch_size) goes to rank k % world_size), so each batch
+        holds the images it holds in one process and a torchrun job's records are bit for bit one process's."""
+        return shard_images(n_images, batch_size, self.world_size, self.rank)
+
+
+def shard_images(n_images: int, batch_size: int, world_size: int, rank: int) -> List[int]:
+    """The indices among ``range(n_images)`` that process ``rank`` of ``world_size`` evaluates (see
+    ``Distributed.shard``)."""
+    if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
+        raise GradconcealError(f"cannot shard with batch_size={batch_size}, world_size={world_size}, rank={rank}")
+    return [i for i in range(n_images) if (i // batch_size) % world_size == rank]
+
+
+def uneven_subsets(subsets: Mapping[str, int], batch_size: int, world_size: int,
+                   tolerance: float = 1.25) -> List[str]:
+    """Warnings for attacks run on the first n images only (``subsets``: label -> n) whose images fall unevenly
+    on the processes of a torchrun job: the first n images are the first ceil(n / batch_size) blocks, so with
+    n = 100, batch_size = 100 and 2 processes rank 0 attacks all of them while rank 1 waits. One line per n
+    whose busiest process gets more than ``tolerance`` times an even share, naming the labels and a batch size
+    that spreads them (records do not depend on the batch size, beyond the last bits of float rounding)."""
+    if world_size <= 1:
+        return []
+    by_n: Dict[int, List[str]] = {}
+    for label, n in subsets.items():
+        by_n.setdefault(n, []).append(label)
+    notes = []
+    for n, labels in sorted(by_n.items()):
+        counts = [len(shard_images(n, batch_size, world_size, rank)) for rank in range(world_size)]
+        if max(counts) <= tolerance * n / world_size:
+            continue
+        busiest = counts.index(max(counts))
+        named = ", ".join(repr(label) for label in labels[:3]) + (f" and {len(labels) - 3} more" if len(labels) > 3 else "")
+        notes.append(f"{len(labels)} attack(s) ({named}) run on the first {n} image(s): {math.ceil(n / batch_size)} "
+                     f"batch(es) of batch_size {batch_size}, so the {world_size} processes attack {counts} of them "
+                     f"and rank {busiest} does {100 * max(counts) / n:.0f} % of that work while the others wait; "
+                     f"batch_size {max(1, math.ceil(n / world_size))} (or an n that is a multiple of "
+                     f"{batch_size * world_size}) spreads them evenly")
+    return notes
 
 
 def setup_distributed(device_name: str) -> Tuple[Distributed, str]:

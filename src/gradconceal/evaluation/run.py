@@ -2,8 +2,9 @@
 
 Randomness is per image: sample i uses ``sample_seed(spec.seed, i)`` for the attack's own randomness and
 for the draws of random defence layers, so numbers do not depend on batching, on resuming, or on how many
-processes share the work. Under ``torchrun`` each process takes every ``world_size``-th image, writes its
-own records file, and rank 0 merges them and writes the report.
+processes share the work. Under ``torchrun`` each process takes every ``world_size``-th block of
+``batch_size`` images (``Distributed.shard``), writes its own records file, and rank 0 merges them and
+writes the report.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from gradconceal.defenses import DefendedModel
 from gradconceal.defenses.randomization import seeded_randomness
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.artifacts import adversarial_path, round_to_8bit, save_png
-from gradconceal.evaluation.distributed import Distributed, resolve_device, setup_distributed
+from gradconceal.evaluation.distributed import Distributed, resolve_device, setup_distributed, uneven_subsets
 from gradconceal.evaluation.plan import Job, plan_attacks, plan_jobs
 from gradconceal.evaluation.provenance import (
     image_fingerprint,
@@ -373,11 +374,8 @@ class Runner:
         return shown, [c == draws for c in counts], counts, finite_all
 
     def _shard(self) -> List[int]:
-        """This process's images: whole blocks of ``batch_size`` image indices, every ``world_size``-th block
-        (``_blocks``), so each batch holds the images it holds in one process and the records of a torchrun
-        job are bit for bit those of one process."""
-        size, world, rank = self.spec.batch_size, self.dist.world_size, self.dist.rank
-        return [i for i in range(self.n_images) if (i // size) % world == rank]
+        """This process's images (``Distributed.shard``: whole blocks of ``batch_size``, see ``_blocks``)."""
+        return self.dist.shard(self.n_images, self.spec.batch_size)
 
     def _blocks(self, indices: Sequence[int]) -> List[List[int]]:
         """``indices`` in batches by block of image index: image i goes with the others of ``indices`` in
@@ -652,6 +650,10 @@ class Runner:
             if self._missing(done):
                 write_job_configs(self.out_dir, {job.key: job.config for job in self.jobs})
                 self._mark_report_stale()
+                subsets = {plan.label: plan.images(self.n_images) for plan in self.plans
+                           if plan.images(self.n_images) < self.n_images}
+                for note in uneven_subsets(subsets, self.spec.batch_size, self.dist.world_size):
+                    log.warning("%s", note)
         self.dist.barrier()
         done = store.load()
         shard = self._shard()
