@@ -257,6 +257,64 @@ def test_a_training_folder_with_the_users_files_is_refused(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
+def test_the_users_audit_json_in_the_output_folder_is_refused_before_the_audit(tmp_path: Path, capsys) -> None:
+    """`gradconceal audit` writes audit.json into --out (the current folder by default): a file of the user's
+    with that name stays as it was, and the refusal comes before the work; its own earlier audit is replaced,
+    with the usual file mode (not the 0600 of a temporary file)."""
+    import os
+    import stat
+
+    from gradconceal.cli import main
+    from gradconceal.folders import default_file_mode
+
+    (tmp_path / "audit.json").write_text("my notes on audits\n")
+    assert main(["audit", "no-such-model", "--quick", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (f"error: refusing to replace {tmp_path / 'audit.json'}: it exists and "
+                                               "is not an audit report gradconceal wrote; move it away or write elsewhere")
+    assert (tmp_path / "audit.json").read_text() == "my notes on audits\n"
+    (tmp_path / "audit.json").unlink()
+    if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    args = ["--quiet", "audit", "small:cnn", "--data", "fashion-mnist", "--quick", "--n", "4", "--out", str(tmp_path)]
+    for _ in range(2):  # the second run replaces the first one's audit.json
+        assert main(args) == 0, capsys.readouterr().err
+        saved = json.loads((tmp_path / "audit.json").read_text())
+        assert saved["format"].startswith("gradconceal-audit/") and saved["model"] == "small:cnn"
+        assert stat.S_IMODE(os.stat(tmp_path / "audit.json").st_mode) == default_file_mode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.json"]
+
+
+def test_a_checkpoint_never_replaces_the_users_file(tmp_path: Path) -> None:
+    """save_checkpoint (and so `train --export`) replaces an earlier gradconceal checkpoint, never another file:
+    the user's own safetensors weights, a text file, a folder; `train` refuses before it trains."""
+    from safetensors.torch import save_file
+
+    from gradconceal.models.checkpoint import read_checkpoint, save_checkpoint
+    from gradconceal.models.zoo import load_model
+    from gradconceal.training.trainer import train
+
+    model = load_model("small:cnn")
+    theirs = tmp_path / "theirs.safetensors"
+    save_file({"w": torch.ones(2)}, str(theirs))
+    before = theirs.read_bytes()
+    text = tmp_path / "notes.safetensors"
+    text.write_text("mine")
+    (tmp_path / "folder.safetensors").mkdir()
+    for path, match in [(theirs, "it exists and is not a checkpoint gradconceal wrote"),
+                        (text, "it exists and is not a checkpoint gradconceal wrote"),
+                        (tmp_path / "folder.safetensors", "something other than a regular file is there")]:
+        with pytest.raises(GradconcealError, match=match):
+            save_checkpoint(model, path, architecture="small:cnn")
+        with pytest.raises(GradconcealError, match=match):
+            train("small:cnn", epochs=1, out_dir=tmp_path / "never", export=path)
+    assert theirs.read_bytes() == before and text.read_text() == "mine"
+    assert not (tmp_path / "never").exists(), "refused before the training folder was made"
+    ours = save_checkpoint(model, tmp_path / "ours.safetensors", architecture="small:cnn")
+    model.model_name = "second"
+    save_checkpoint(model, ours, architecture="small:cnn")  # an earlier checkpoint of ours is replaced
+    assert read_checkpoint(ours)[1]["model_name"] == "second"
+
+
 def test_rows_whose_gallery_files_would_collide_are_refused(tmp_path: Path) -> None:
     from gradconceal.evaluation.plan import plan_attacks
     from gradconceal.evaluation.spec import load_spec

@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Union
+from typing import Any, Callable, Dict, Iterator, List, Union
 
 import filelock
 
@@ -49,6 +49,35 @@ def atomic_path(path: Union[str, Path]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def require_replaceable(path: Union[str, Path], is_ours: Callable[[Path], bool], what: str) -> Path:
+    """``path`` when writing there replaces nothing of the user's: nothing is there yet, or a regular file that
+    ``is_ours`` recognises as one gradconceal wrote (an earlier audit, checkpoint, ...). Anything else (the
+    user's own file of that name, a folder, a named pipe) raises ``GradconcealError`` naming the path, so a
+    default output name such as ``audit.json`` in the current folder never replaces a file of the user's."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return path
+    if path.is_file() and not path.is_symlink():
+        try:
+            ours = is_ours(path)
+        except (OSError, ValueError):
+            ours = False
+        if ours:
+            return path
+        raise GradconcealError(f"refusing to replace {path}: it exists and is not {what} gradconceal wrote; "
+                               "move it away or write elsewhere")
+    raise GradconcealError(f"refusing to write {what} to {path}: something other than a regular file is there "
+                           "(a folder, a link, a pipe); write elsewhere")
+
+
+def json_field_starts(path: Path, field: str, prefix: str) -> bool:
+    """Whether ``path`` (at most 16 MiB read) holds a JSON object whose ``field`` is a string starting ``prefix``."""
+    with open(path, "rb") as handle:
+        data = json.loads(handle.read(16 << 20))
+    value = data.get(field) if isinstance(data, dict) else None
+    return isinstance(value, str) and value.startswith(prefix)
 
 
 def read_json_mapping(path: Union[str, Path], field: str) -> Dict[str, Any]:

@@ -60,19 +60,21 @@ def parse_eps(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     """Load the model, audit it, print the table and the verdict, save audit.json."""
     from gradconceal.masking import audit
+    from gradconceal.masking.result import audit_path
     from gradconceal.models.zoo import load_model
 
     apply_threads(args.threads)
     eps = parse_eps(args.eps)
     if args.n is not None:
         check.integer(args.n, "--n", minimum=1)
+    audit_path(args.out)  # refuse the user's own audit.json before the work, not after
     model = load_model(args.model, weights=args.weights)
     if not getattr(model, "model_name", ""):
         model.model_name = args.model
     report = audit(model, args.data, defense=args.defense, quick=args.quick, n=args.n, eps=eps, seed=args.seed,
                    batch_size=args.batch_size)
-    path = report.save(args.out)
     print(report.table())
     print(report.verdict_line())
+    path = report.save(args.out)
     log.info("wrote %s", path)
     return 0

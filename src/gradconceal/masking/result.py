@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
+from gradconceal.folders import json_field_starts, require_replaceable, write_atomic
 from gradconceal.masking.table import format_markdown, format_table
+
+AUDIT_FORMAT = "gradconceal-audit/1"  # the ``format`` field of an audit.json
 
 NO_MASKING = "no masking detected"
 SUSPECTED = "gradient masking suspected"
@@ -139,7 +140,7 @@ class AuditReport:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "format": "gradconceal-audit/1",
+            "format": AUDIT_FORMAT,
             "verdict": self.verdict,
             "cause": self.cause,
             "remedy": self.remedy,
@@ -167,23 +168,25 @@ class AuditReport:
         )
 
     def save(self, out_dir: Union[str, Path]) -> Path:
-        """Write ``out_dir/audit.json`` atomically and return its path."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / "audit.json"
-        fd, tmp = tempfile.mkstemp(prefix="audit.", suffix=".tmp", dir=str(out))
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.to_dict(), handle, indent=2)
-                handle.write("\n")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        """Write ``out_dir/audit.json`` atomically (``folders.atomic_path``) and return its path.
+
+        An ``audit.json`` already there is replaced only when it is an audit gradconceal wrote (format
+        ``gradconceal-audit/...``); the user's own file of that name raises ``GradconcealError``.
+        """
+        path = audit_path(out_dir)
+        write_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
         return path
 
     def __str__(self) -> str:
         return self.table() + "\n" + self.verdict_line()
+
+
+def audit_path(out_dir: Union[str, Path]) -> Path:
+    """``out_dir/audit.json``, checked to be free or an earlier gradconceal audit (``folders.require_replaceable``):
+    call it before a long audit so that a refusal comes first, not after the work."""
+    return require_replaceable(Path(out_dir) / "audit.json",
+                               lambda path: json_field_starts(path, "format", AUDIT_FORMAT.split("/")[0] + "/"),
+                               "an audit report")
 
 
 def _jsonable(value: Any) -> Any:

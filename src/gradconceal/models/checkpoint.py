@@ -5,11 +5,9 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, BinaryIO, Dict, Mapping, Optional, Tuple, Union
@@ -20,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from gradconceal.files import HEAD_BYTES, PICKLE, describe_content, open_regular, require_file
 from gradconceal.errors import GradconcealError
+from gradconceal.folders import atomic_path, require_replaceable
 from gradconceal.models.pixel import PixelModel
 
 CHECKPOINT_FORMAT = "gradconceal-checkpoint/1"
@@ -32,7 +31,10 @@ def save_checkpoint(
     architecture: Optional[str] = None,
     extra: Optional[Mapping[str, Any]] = None,
 ) -> Path:
-    """Write ``model`` (its ``net`` weights) and its preprocessing to ``path`` atomically (temp file + rename).
+    """Write ``model`` (its ``net`` weights) and its preprocessing to ``path`` atomically (``folders.atomic_path``).
+
+    A file already at ``path`` is replaced only when it is a gradconceal checkpoint; any other file (the user's
+    own weights of that name) raises ``GradconcealError``.
 
     ``architecture`` is the zoo name that rebuilds the network (e.g. ``small:cnn``, ``timm:resnet50``);
     ``extra`` is any JSON-serialisable record (training config, accuracy) kept in the metadata.
@@ -53,25 +55,21 @@ def save_checkpoint(
         "channels_last": "true" if getattr(model, "channels_last", False) else "false",
     }
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, default_file_mode())  # mkstemp makes 0600 files; a checkpoint is shared like any file
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    require_replaceable(path, is_gradconceal_checkpoint, "a checkpoint")
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
-@functools.lru_cache(maxsize=1)
-def default_file_mode() -> int:
-    """The permissions ``open()`` would give a new file under the process's umask (0644 under umask 022)."""
-    mask = os.umask(0o022)  # reading the umask means setting it; it is put back at once
-    os.umask(mask)
-    return 0o666 & ~mask
+def is_gradconceal_checkpoint(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is a safetensors file whose metadata says gradconceal wrote it (header read only)."""
+    with open(path, "rb") as handle:
+        header_len = int.from_bytes(handle.read(8), "little")
+        if not 0 < header_len <= _LARGEST_HEADER:
+            return False
+        header = json.loads(handle.read(header_len))
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return isinstance(metadata, dict) and metadata.get("format") == CHECKPOINT_FORMAT
 
 
 def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from gradconceal.errors import GradconcealError
-from gradconceal.folders import FolderLock
-from gradconceal.models.checkpoint import save_checkpoint
+from gradconceal.folders import FolderLock, require_replaceable
+from gradconceal.models.checkpoint import is_gradconceal_checkpoint, save_checkpoint
 from gradconceal.models.pixel import PixelModel
 from gradconceal.training.adversarial import eval_mode, fgsm_pair, pgd_linf, random_other_classes, undefended
 from gradconceal.training.augment import Augmenter
@@ -129,6 +129,8 @@ def train(
     """
     if stop_after is not None and (not isinstance(stop_after, int) or stop_after < 1):
         raise GradconcealError(f"stop_after must be an integer >= 1 or None, got {stop_after!r}")
+    if export is not None:  # refuse the user's own file there before training, not after
+        require_replaceable(export, is_gradconceal_checkpoint, "a checkpoint")
     if isinstance(model, str):
         config = make_config(preset, model=model, **settings)
         net = build_model(config)
