@@ -315,6 +315,50 @@ def test_a_checkpoint_never_replaces_the_users_file(tmp_path: Path) -> None:
     assert read_checkpoint(ours)[1]["model_name"] == "second"
 
 
+def test_outputs_under_a_file_or_into_the_users_folder_are_refused_before_the_work(tmp_path: Path, capsys) -> None:
+    """A file where an output folder goes, or the demo pointed at a folder of the user's: one line naming it,
+    before any model is loaded or attacked (the demo prints nothing of its own first)."""
+    from gradconceal.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    for args, message in [
+        (["audit", "small:cnn", "--quick", "--out", str(tmp_path / "afile")],
+         f"cannot write an audit report to {tmp_path / 'afile' / 'audit.json'}: {tmp_path / 'afile'} is a file, not a folder"),
+        (["audit", "small:cnn", "--quick", "--out", str(tmp_path / "afile" / "sub")],
+         f"{tmp_path / 'afile'} is a file, not a folder"),
+        (["train", "small:cnn", "--out", str(tmp_path / "run"), "--export", str(tmp_path / "afile" / "m.safetensors")],
+         f"cannot write a checkpoint to {tmp_path / 'afile' / 'm.safetensors'}: {tmp_path / 'afile'} is a file"),
+        (["demo", "--out", str(tmp_path / "afile")], f"output folder {tmp_path / 'afile'} is a file, not a folder"),
+    ]:
+        assert main(args) == 1, args
+        captured = capsys.readouterr()
+        assert captured.err.startswith("error: ") and message in captured.err, captured.err
+        assert captured.out == "", args
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("my report")
+    assert main(["demo", "--out", str(mine)]) == 1
+    captured = capsys.readouterr()
+    assert "holds files gradconceal did not write (report.md)" in captured.err and captured.out == ""
+    assert [p.name for p in mine.iterdir()] == ["report.md"] and not (tmp_path / "run").exists()
+
+
+def test_an_os_error_the_cli_did_not_foresee_is_one_line(monkeypatch, capsys) -> None:
+    """Disk full, no permission: the command ends with the system's message in one line, not a traceback."""
+    from gradconceal.cli import main
+    from gradconceal.cli import models as models_command
+
+    def full(args):
+        raise OSError(28, "No space left on device", "somewhere/records.jsonl")
+
+    monkeypatch.setattr(models_command, "run", full)  # the parser is built per call, from the module's `run`
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert err == "error: [Errno 28] No space left on device: 'somewhere/records.jsonl' (--debug shows where)\n"
+    with pytest.raises(OSError):
+        main(["--debug", "models"])
+
+
 def test_rows_whose_gallery_files_would_collide_are_refused(tmp_path: Path) -> None:
     from gradconceal.evaluation.plan import plan_attacks
     from gradconceal.evaluation.spec import load_spec

@@ -57,6 +57,11 @@ def require_replaceable(path: Union[str, Path], is_ours: Callable[[Path], bool],
     user's own file of that name, a folder, a named pipe) raises ``GradconcealError`` naming the path, so a
     default output name such as ``audit.json`` in the current folder never replaces a file of the user's."""
     path = Path(path)
+    for folder in path.parents:
+        if os.path.lexists(folder):
+            if not folder.is_dir():
+                raise GradconcealError(f"cannot write {what} to {path}: {folder} is a file, not a folder")
+            break
     if not os.path.lexists(path):
         return path
     if path.is_file() and not path.is_symlink():
@@ -158,9 +163,10 @@ def foreign_files(folder: Union[str, Path]) -> List[str]:
     return names
 
 
-def claim_folder(folder: Union[str, Path]) -> Path:
-    """Make ``folder`` gradconceal's (create it, or check that it is empty or already gradconceal's) and mark it;
-    a folder holding files gradconceal did not write is refused with one line naming some of them."""
+def check_output_folder(folder: Union[str, Path]) -> Path:
+    """``folder`` when gradconceal may write into it (missing, empty, or made by gradconceal), changing nothing;
+    else one ``GradconcealError``: a file where the folder goes, or a folder holding files gradconceal did not
+    write (some of them named). ``claim_folder`` starts with it; commands call it early to refuse before work."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise GradconcealError(f"output folder {folder} is a file, not a folder; choose another --out")
@@ -170,6 +176,13 @@ def claim_folder(folder: Union[str, Path]) -> Path:
         raise GradconcealError(
             f"output folder {folder} holds files gradconceal did not write ({shown}); gradconceal writes only into a "
             "new or empty folder or one it made: choose another --out")
+    return folder
+
+
+def claim_folder(folder: Union[str, Path]) -> Path:
+    """Make ``folder`` gradconceal's (create it, or check that it is empty or already gradconceal's) and mark it;
+    a folder holding files gradconceal did not write is refused with one line naming some of them."""
+    folder = check_output_folder(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         marker = folder / MARKER_FILE

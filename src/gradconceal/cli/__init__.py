@@ -57,6 +57,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # the machine's answer (disk full, no permission, a file where a folder goes)
+        if args.debug:
+            raise
+        print(f"error: {error} (--debug shows where)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished work is kept; rerun the same command to resume", file=sys.stderr)
         return 130

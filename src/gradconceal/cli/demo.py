@@ -145,8 +145,11 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.facts import gradient_facts
     from gradconceal.models.zoo import load_model
 
+    from gradconceal.folders import check_output_folder
+
     started = time.perf_counter()
     apply_threads(args.threads)
+    check_output_folder(args.out)  # refuse a folder of the user's before the work, not after
     spec = demo_spec(full=args.full, n=args.n, device=args.device, batch_size=args.batch_size, seed=args.seed)
     checked = load_spec(spec)  # fail on a bad flag before any model loads
     device = resolve_device(checked.device)
