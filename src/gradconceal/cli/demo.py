@@ -143,9 +143,8 @@ def run(args: argparse.Namespace) -> int:
     from gradconceal.evaluation.distributed import resolve_device
     from gradconceal.evaluation.spec import load_spec
     from gradconceal.facts import gradient_facts
-    from gradconceal.models.zoo import load_model
-
     from gradconceal.folders import check_output_folder
+    from gradconceal.models.zoo import load_model
 
     started = time.perf_counter()
     apply_threads(args.threads)
