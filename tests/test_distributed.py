@@ -122,3 +122,23 @@ def test_shard_refuses_a_rank_outside_the_job() -> None:
         shard_images(10, 4, 2, 2)
     with pytest.raises(GradconcealError, match="batch_size=0"):
         shard_images(10, 0, 2, 0)
+
+
+def test_processes_wait_for_uneven_work_longer_than_torch_default(monkeypatch) -> None:
+    """A first-n subset can keep one process busy for hours while the others wait at the final barrier; with
+    torch's default 30-minute timeout they died there and took the job with them (seen on a 2-process run)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from gradconceal.evaluation import distributed
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    place, device = distributed.setup_distributed("cpu")
+    assert (place.rank, place.world_size, device) == (1, 2, "cpu")
+    assert seen["backend"] == "gloo" and seen["timeout"] >= datetime.timedelta(hours=24)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ def uneven_subsets(subsets: Mapping[str, int], batch_size: int, world_size: int,
     return notes
 
 
+BARRIER_TIMEOUT = datetime.timedelta(days=7)  # how long a finished process waits for the others
+
+
 def setup_distributed(device_name: str) -> Tuple[Distributed, str]:
     """Join the torchrun job when WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA); returns it and the device name."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -105,5 +109,9 @@ def setup_distributed(device_name: str) -> Tuple[Distributed, str]:
         torch.cuda.set_device(local_rank)
         device_name = f"cuda:{local_rank}"
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # The processes wait for each other only at the start and the end, and the work between is uneven (an
+        # attack on the first n images may fall to one process for hours); with the default 30-minute timeout the
+        # finished processes died at the final barrier and took the job with them. torchrun's agent still stops
+        # the whole job when a process dies, so a long timeout never leaves one waiting for a dead peer.
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=BARRIER_TIMEOUT)
     return Distributed(dist.get_rank(), dist.get_world_size()), device_name
