@@ -77,12 +77,12 @@ def require_replaceable(path: Union[str, Path], is_ours: Callable[[Path], bool],
                            "(a folder, a link, a pipe); write elsewhere")
 
 
-def json_field_starts(path: Path, field: str, prefix: str) -> bool:
-    """Whether ``path`` (at most 16 MiB read) holds a JSON object whose ``field`` is a string starting ``prefix``."""
+def read_json_field(path: Union[str, Path], field: str) -> Any:
+    """The value of ``field`` in the JSON object in ``path`` (at most 16 MiB read), None when the file holds
+    another JSON value; raises ``OSError`` or ``ValueError`` when it cannot be read or is not JSON."""
     with open(path, "rb") as handle:
         data = json.loads(handle.read(16 << 20))
-    value = data.get(field) if isinstance(data, dict) else None
-    return isinstance(value, str) and value.startswith(prefix)
+    return data.get(field) if isinstance(data, dict) else None
 
 
 def read_json_mapping(path: Union[str, Path], field: str) -> Dict[str, Any]:
@@ -134,10 +134,9 @@ def _made_by_gradconceal(folder: Path) -> bool:
     results = folder / "results.json"
     if results.is_file():
         try:
-            with open(results, "rb") as handle:
-                if json.loads(handle.read(16 << 20)).get("kind") == "gradconceal-results":
-                    return True
-        except (OSError, ValueError, AttributeError):
+            if read_json_field(results, "kind") == "gradconceal-results":
+                return True
+        except (OSError, ValueError):
             pass
     for name in ("records.jsonl", "records.jsonl.gz"):
         try:

@@ -51,16 +51,12 @@ class Distributed:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
         return bool(flag.item())
 
-    def shard(self, n_images: int, batch_size: int) -> List[int]:
-        """This process's image indices: whole blocks of ``batch_size`` indices, every ``world_size``-th block
-        (block k = images [k * batch_size, (k + 1) * batch_size) goes to rank k % world_size), so each batch
-        holds the images it holds in one process and a torchrun job's records are bit for bit one process's."""
-        return shard_images(n_images, batch_size, self.world_size, self.rank)
-
 
 def shard_images(n_images: int, batch_size: int, world_size: int, rank: int) -> List[int]:
-    """The indices among ``range(n_images)`` that process ``rank`` of ``world_size`` evaluates (see
-    ``Distributed.shard``)."""
+    """The indices among ``range(n_images)`` that process ``rank`` of ``world_size`` evaluates: whole blocks of
+    ``batch_size`` indices, every ``world_size``-th block (block k = images [k * batch_size, (k + 1) * batch_size)
+    goes to rank k % world_size), so each batch holds the images it holds in one process and a torchrun job's
+    records are bit for bit one process's."""
     if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
         raise GradconcealError(f"cannot shard with batch_size={batch_size}, world_size={world_size}, rank={rank}")
     return [i for i in range(n_images) if (i // batch_size) % world_size == rank]

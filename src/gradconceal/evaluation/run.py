@@ -3,7 +3,7 @@
 Randomness is per image: sample i uses ``sample_seed(spec.seed, i)`` for the attack's own randomness and
 for the draws of random defence layers, so numbers do not depend on batching, on resuming, or on how many
 processes share the work. Under ``torchrun`` each process takes every ``world_size``-th block of
-``batch_size`` images (``Distributed.shard``), writes its own records file, and rank 0 merges them and
+``batch_size`` images (``shard_images``), writes its own records file, and rank 0 merges them and
 writes the report.
 """
 
@@ -29,7 +29,13 @@ from gradconceal.defenses import DefendedModel
 from gradconceal.defenses.randomization import seeded_randomness
 from gradconceal.errors import GradconcealError
 from gradconceal.evaluation.artifacts import adversarial_path, round_to_8bit, save_png
-from gradconceal.evaluation.distributed import Distributed, resolve_device, setup_distributed, uneven_subsets
+from gradconceal.evaluation.distributed import (
+    Distributed,
+    resolve_device,
+    setup_distributed,
+    shard_images,
+    uneven_subsets,
+)
 from gradconceal.evaluation.plan import Job, plan_attacks, plan_jobs
 from gradconceal.evaluation.provenance import (
     image_fingerprint,
@@ -374,8 +380,8 @@ class Runner:
         return shown, [c == draws for c in counts], counts, finite_all
 
     def _shard(self) -> List[int]:
-        """This process's images (``Distributed.shard``: whole blocks of ``batch_size``, see ``_blocks``)."""
-        return self.dist.shard(self.n_images, self.spec.batch_size)
+        """This process's images (``shard_images``: whole blocks of ``batch_size``, see ``_blocks``)."""
+        return shard_images(self.n_images, self.spec.batch_size, self.dist.world_size, self.dist.rank)
 
     def _blocks(self, indices: Sequence[int]) -> List[List[int]]:
         """``indices`` in batches by block of image index: image i goes with the others of ``indices`` in

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-from gradconceal.folders import json_field_starts, require_replaceable, write_atomic
+from gradconceal.folders import read_json_field, require_replaceable, write_atomic
 from gradconceal.masking.table import format_markdown, format_table
 
-AUDIT_FORMAT = "gradconceal-audit/1"  # the ``format`` field of an audit.json
+AUDIT_KIND = "gradconceal-audit/"  # the ``format`` field of an audit.json starts with it
+AUDIT_FORMAT = AUDIT_KIND + "1"
 
 NO_MASKING = "no masking detected"
 SUSPECTED = "gradient masking suspected"
@@ -185,7 +186,7 @@ def audit_path(out_dir: Union[str, Path]) -> Path:
     """``out_dir/audit.json``, checked to be free or an earlier gradconceal audit (``folders.require_replaceable``):
     call it before a long audit so that a refusal comes first, not after the work."""
     return require_replaceable(Path(out_dir) / "audit.json",
-                               lambda path: json_field_starts(path, "format", AUDIT_FORMAT.split("/")[0] + "/"),
+                               lambda path: str(read_json_field(path, "format")).startswith(AUDIT_KIND),
                                "an audit report")
 
 

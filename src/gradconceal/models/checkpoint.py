@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Dict, Mapping, Optional, Tuple, Union
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from gradconceal.files import HEAD_BYTES, PICKLE, describe_content, open_regular, require_file
@@ -61,15 +61,19 @@ def save_checkpoint(
     return path
 
 
+def safetensors_metadata(path: Union[str, Path]) -> Dict[str, str]:
+    """The ``__metadata__`` of a safetensors file (empty when it has none), read by ``safetensors.safe_open``
+    without loading a tensor. Raises ``SafetensorError`` or ``OSError`` for a file that is not one."""
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
 def is_gradconceal_checkpoint(path: Union[str, Path]) -> bool:
     """Whether ``path`` is a safetensors file whose metadata says gradconceal wrote it (header read only)."""
-    with open(path, "rb") as handle:
-        header_len = int.from_bytes(handle.read(8), "little")
-        if not 0 < header_len <= _LARGEST_HEADER:
-            return False
-        header = json.loads(handle.read(header_len))
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
-    return isinstance(metadata, dict) and metadata.get("format") == CHECKPOINT_FORMAT
+    try:
+        return safetensors_metadata(path).get("format") == CHECKPOINT_FORMAT
+    except (SafetensorError, OSError):
+        return False
 
 
 def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
@@ -84,12 +88,9 @@ def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Di
         raise GradconcealError(f"cannot read checkpoint {path}: {problem}")
     try:
         tensors = load_file(str(path))
-        with open(path, "rb") as handle:
-            header_len = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_len))
+        raw = safetensors_metadata(path)
     except (SafetensorError, OSError, ValueError) as error:
         raise GradconcealError(f"cannot read checkpoint {path}: {error} (truncated or not a safetensors file?)") from None
-    raw = header.get("__metadata__") or {}
     if raw.get("format") != CHECKPOINT_FORMAT:
         raise GradconcealError(
             f"{path} is a safetensors file without gradconceal metadata; load it with "

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from gradconceal.errors import GradconcealError
 from gradconceal.folders import atomic_path, write_atomic
-from gradconceal.models.checkpoint import read_checkpoint, save_checkpoint
+from gradconceal.models.checkpoint import read_checkpoint, safetensors_metadata, save_checkpoint
 from gradconceal.models.pixel import PixelModel
 
 log = logging.getLogger(__name__)
@@ -149,11 +149,9 @@ def load_training_state(
     state_path = out_dir / pointer["state"]
     try:
         tensors = load_file(str(state_path))
-        with open(state_path, "rb") as handle:
-            header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+        meta = safetensors_metadata(state_path)
     except (SafetensorError, OSError, ValueError) as error:
         raise GradconcealError(f"cannot read training state {state_path}: {error}") from None
-    meta = header.get("__metadata__") or {}
     if meta.get("format") != STATE_FORMAT:
         raise GradconcealError(f"{state_path} is not a gradconceal training state file")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, json.loads(meta["optimizer"])))
