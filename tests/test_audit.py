@@ -384,3 +384,28 @@ def test_full_audit_small_nets(fmnist):
     for name in _shipped():
         report = audit(_load(name), data)
         assert report.verdict == NO_MASKING, f"{name}:\n{report.table()}"
+
+
+def test_the_audit_of_a_random_defence_is_the_same_whatever_draws_came_before(fmnist):
+    """An evaluation audits its defended models after attacking them: their unseeded resize-and-pad layers have
+    drawn from torch's global RNG by then, and the verdict (which hangs on the BPDA probe's draw) must not
+    depend on how many draws that was."""
+    from gradconceal.defenses.build import build_defense
+    from gradconceal.defenses.concealment import DefendedModel
+
+    base = _load("fmnist-cnn")
+    model = DefendedModel(base, build_defense("challenge", {}, base.input_size)).eval()
+
+    def measured() -> list:
+        report = audit(model, fmnist, quick=True, seed=3)
+        return [report.verdict] + [(c.name, c.status, c.measured) for c in report.checks]
+
+    torch.manual_seed(0)
+    first = measured()
+    for global_seed, earlier_calls in ((1, 0), (2, 5), (3, 1)):
+        torch.manual_seed(global_seed)
+        with torch.no_grad():
+            for _ in range(earlier_calls):
+                model(fmnist[0][:4])
+        assert measured() == first
+    assert audit(model, fmnist, quick=True, seed=4).check("randomized_output").flagged  # still random

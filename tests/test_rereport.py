@@ -2,7 +2,10 @@
 
 ``gradconceal evaluate docs/results/<spec>.toml --out <copy of the committed folder>`` computes no record (they
 are all there) and writes the report again: every number of results.json and every cell of report.md's tables
-must be what was committed (run times aside).
+must be what was committed (run times aside), and the masking audits must be re-reported, not recomputed. A
+change to the audit's or the defences' code recomputes them (``audit.json`` keeps a digest of that code): then
+re-report every current folder in place with the same command (``--out docs/results/<spec>``) and commit its
+audit.json and report.
 """
 
 from __future__ import annotations
@@ -91,6 +94,9 @@ def test_committed_folders_rereport_with_the_same_numbers(name: str, tmp_path: P
     recomputed, kept = _numbers(copy / "results.json"), _numbers(committed / "results.json")
     assert _without_new_counts(recomputed) == _without_new_counts(kept)
     assert _table_rows(copy / "report.md") == _table_rows(committed / "report.md")
+    if (committed / "audit.json").is_file():  # the verdicts were made by today's audit, not re-made here
+        audits = [json.loads((folder / "audit.json").read_text(encoding="utf-8"))["rows"] for folder in (copy, committed)]
+        assert audits[0] == audits[1], f"{name}: the audit code changed since; re-report the folder (module docstring)"
 
 
 def _rereport(name: str, tmp_path: Path, evaluate: Any) -> Any:

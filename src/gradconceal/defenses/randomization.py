@@ -98,6 +98,16 @@ class RandomResizePad(nn.Module):
         finally:
             self._sample_seeds, self._sample_calls, self._rows = saved
 
+    @contextlib.contextmanager
+    def drawing_from(self, generator: torch.Generator) -> Iterator["RandomResizePad"]:
+        """Within the block, calls that are neither ``fixed`` nor seeded per sample draw from ``generator``
+        (instead of the layer's own seed or torch's global RNG); afterwards the layer draws as before."""
+        previous, self.generator = self.generator, generator
+        try:
+            yield self
+        finally:
+            self.generator = previous
+
     @property
     def seeded_per_sample(self) -> bool:
         """True inside ``per_sample_seeds``."""
@@ -153,4 +163,18 @@ def seeded_randomness(model: nn.Module, seeds: Sequence[int]) -> Iterator[None]:
         for module in model.modules():
             if isinstance(module, RandomResizePad):
                 stack.enter_context(module.per_sample_seeds(seeds))
+        yield
+
+
+@contextlib.contextmanager
+def reseeded_randomness(model: nn.Module, seed: int) -> Iterator[None]:
+    """Within the block, every random resize-and-pad layer of ``model`` draws from a fresh generator seeded
+    from ``seed`` (the k-th such layer from ``seed * 1_000_003 + k``), whatever its own seed and the draws it
+    made before: a check that calls the model (the masking audit) then sees the same draws on every run.
+    Afterwards each layer continues its own stream where it left it."""
+    with contextlib.ExitStack() as stack:
+        layers = [m for m in model.modules() if isinstance(m, RandomResizePad)]
+        for k, module in enumerate(layers):
+            generator = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + k) % (2**63 - 1))
+            stack.enter_context(module.drawing_from(generator))
         yield

@@ -327,13 +327,16 @@ def _gallery_items(row: RowMetrics, results: Results, runner: Runner,
                 record = records.get((row.model, row.defense, label, index))
                 png = adversarial_path(results.out_dir, row.model, row.defense, label, index)
                 # the PNG is the 8-bit image: show it only where it still fools the model after rounding
-                if isinstance(record, AttackRecord) and record.attacked and record.correct_8bit is False \
-                        and png.is_file():
-                    with Image.open(png) as image:
-                        array = np.asarray(image, dtype=np.float32) / 255.0
-                    item["adversarial"] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
-                    item["adversarial_name"] = name(record.adv_pred_8bit)
-                    item["attack"] = label
+                if not (isinstance(record, AttackRecord) and record.attacked and record.correct_8bit is False):
+                    continue
+                if not png.is_file():  # fooled, but the folder no longer holds the image (never say "not fooled")
+                    item["note"] = f"{label} fools the model, but this folder does not keep its image ({png.name})"
                     break
+                with Image.open(png) as image:
+                    array = np.asarray(image, dtype=np.float32) / 255.0
+                item["adversarial"] = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+                item["adversarial_name"] = name(record.adv_pred_8bit)
+                item["attack"] = label
+                break
         items.append(item)
     return items

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from gradconceal.attacks.probe import check_num_classes, probe_model
+from gradconceal.defenses.randomization import reseeded_randomness
 from gradconceal.masking.concealment import run_concealment_checks
 from gradconceal.masking.data import accepted_labels, default_data, load_audit_data
 from gradconceal.masking.localize import Localization, remedy_for
@@ -43,7 +44,9 @@ def audit(
     ``data``: a source name (default by input size: ``photos`` or ``fashion-mnist``), a dataset or an
     (images, labels) pair; ``n`` images are used (all photos; 64 otherwise). ``quick`` runs only the
     concealment checks (a few forward/backward passes); the full audit adds the attack-based checks.
-    ``eps`` is the Linf budget of the attacks, in [0, 1] pixels.
+    ``eps`` is the Linf budget of the attacks, in [0, 1] pixels. ``seed`` decides every random draw of the
+    audit and of the model's random layers during it: the same model, data and seed give the same report,
+    whatever draws the model made before and whatever the state of torch's global RNG.
 
     Before any check the model is probed once (``gradconceal.attacks.probe.probe_model``): an output that is
     not (N, classes) logits, parameters of another dtype than the images, NaN/inf logits on the clean images
@@ -83,7 +86,14 @@ def _audit(
     if _has_training_layers(target.model):
         log.warning("the model is in training mode: dropout and batch statistics make its output random, "
                     "which the audit will report; call model.eval() to audit the deployed model")
-    with preserved_model(target.model):
+    # Every draw of the model's randomness comes from ``seed``: resize-and-pad layers get fresh generators, and
+    # whatever draws from torch's global RNG (dropout in training mode, a user's random layer) starts from it
+    # (``audit`` restores the global RNG afterwards). The verdict then never depends on the draws the model
+    # made before (an evaluation's attacks) or on the state of the caller's RNG.
+    with preserved_model(target.model), reseeded_randomness(target.model, seed):
+        torch.default_generator.manual_seed(seed)
+        if torch.cuda.is_initialized():  # the devices ``preserved_rng`` restores; others stay unseeded
+            torch.cuda.manual_seed_all(seed)
         return _run_checks(target, data, quick=quick, n=n, eps=eps, seed=seed, batch_size=batch_size,
                            started=started)
 
