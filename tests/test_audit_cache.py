@@ -93,3 +93,16 @@ def test_a_damaged_audit_file_is_recomputed(tmp_path: Path, monkeypatch: pytest.
         {k: v["verdict"] for k, v in first.info["audit"].items()}
     assert sorted(json.loads((tmp_path / AUDIT_FILE).read_text(encoding="utf-8"))["rows"]) == \
         ["fmnist-cnn/gcm", "fmnist-cnn/vanilla"]
+
+
+def test_a_broken_audit_import_fails_the_run_instead_of_reporting_not_run(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit is part of the package: failing to import it is a bug (a half-updated install), and a report
+    whose masking column says "not run" would hide it."""
+    import sys
+
+    spec = {**_spec(), "defenses": ["gcm"]}
+    monkeypatch.setitem(sys.modules, "gradconceal.masking", None)  # import raises ImportError
+    with pytest.raises(ImportError):
+        evaluate(spec, tmp_path, quiet=True, plots=False)
+    assert not (tmp_path / "report.md").exists()

@@ -115,3 +115,14 @@ def test_shipped_checkpoint_reaches_its_documented_accuracy(name, fashion_mnist_
     # the tiny ConvNeXt, slower per image, had 3 plain epochs in its budget and stops at 86 % (docs/training.md)
     plain_floor = 0.85 if name.startswith("fmnist-convnext") else 0.88
     assert accuracy >= {"fgsm": fgsm_floor, "pgd": 0.70}.get(recipe, plain_floor)
+
+
+@pytest.mark.parametrize("name", ["fmnist-cnn", "small:cnn"])
+def test_a_broken_small_module_is_an_import_error_not_an_unknown_model(name, monkeypatch):
+    """The small nets and their normalisation are part of the package: failing to import them is a bug to show,
+    never "unknown model" or a default mean and std."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "gradconceal.models.small", None)  # import raises ImportError
+    with pytest.raises(ImportError):
+        load_model(name)

@@ -237,10 +237,8 @@ def _audit(runner: Runner) -> Dict[str, Dict[str, Any]]:
     Each row's result is kept in the folder's ``audit.json`` under a fingerprint of what decides it
     (``_audit_fingerprint``), so a rerun that computes no record re-reports the audit instead of repeating it;
     other weights, defence settings, images or audit code recompute it."""
-    try:
-        from gradconceal.masking import audit
-    except ImportError:
-        return {f"{m}/{d}": {"note": "audit not run (gradconceal.masking is not available)"} for (m, d) in runner.defended}
+    from gradconceal.masking import audit  # part of the package: an ImportError here is a bug, never "not run"
+
     path = runner.out_dir / AUDIT_FILE
     kept = read_json_mapping(path, "rows")
     code = source_digest("masking", "defenses")  # read once, not per row

@@ -175,11 +175,9 @@ def check_torchvision_name(arch: str) -> None:
 
 
 def small_architectures() -> Dict[str, Callable[..., Any]]:
-    """The small-net builders of ``gradconceal.models.small`` (empty when that module is not available)."""
-    try:
-        from gradconceal.models.small import SMALL_ARCHITECTURES
-    except ImportError:
-        return {}
+    """The small-net builders of ``gradconceal.models.small`` (imported on first use: it imports timm)."""
+    from gradconceal.models.small import SMALL_ARCHITECTURES
+
     return dict(SMALL_ARCHITECTURES)
 
 
@@ -187,5 +185,5 @@ def check_small_name(arch: str) -> None:
     """Raise unless ``arch`` is a small architecture (``cnn``, ``resnet``, ...)."""
     archs = small_architectures()
     if arch not in archs:
-        known = ", ".join(f"small:{n}" for n in sorted(archs)) or "none (gradconceal.models.small is not available)"
+        known = ", ".join(f"small:{n}" for n in sorted(archs))
         raise GradconcealError(f"unknown small architecture 'small:{arch}'{suggest(arch, archs)}; known: {known}")

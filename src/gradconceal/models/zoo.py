@@ -55,7 +55,7 @@ def _lites() -> Mapping[str, Any]:
 
 
 def small_architectures() -> Dict[str, Callable[..., nn.Module]]:
-    """The small-net builders of ``gradconceal.models.small`` (empty when that module is not available)."""
+    """The small-net builders of ``gradconceal.models.small``, by architecture name."""
     return _small_architectures()
 
 
@@ -332,11 +332,9 @@ def _small_builder(arch: str) -> Callable[..., nn.Module]:
 
 
 def _small_normalisation() -> Tuple[Sequence[float], Sequence[float]]:
-    """Fashion-MNIST mean/std from gradconceal.models.small, or (0.5,)/(0.5,) when it does not define them."""
-    try:
-        from gradconceal.models.small import FASHION_MNIST_MEAN, FASHION_MNIST_STD
-    except ImportError:
-        return (0.5,), (0.5,)
+    """The Fashion-MNIST mean and std the small nets were trained with (``gradconceal.models.small``)."""
+    from gradconceal.models.small import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+
     return tuple(FASHION_MNIST_MEAN), tuple(FASHION_MNIST_STD)
 
 
