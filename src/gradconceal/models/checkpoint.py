@@ -14,7 +14,7 @@ from typing import Any, BinaryIO, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from gradconceal.files import HEAD_BYTES, PICKLE, describe_content, open_regular, require_file
 from gradconceal.errors import GradconcealError
@@ -68,6 +68,13 @@ def safetensors_metadata(path: Union[str, Path]) -> Dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def read_safetensors(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, str]]:
+    """The tensors (on CPU) and the ``__metadata__`` of a safetensors file, in one ``safetensors.safe_open``.
+    Raises ``SafetensorError`` or ``OSError`` for a file that is not one."""
+    with safe_open(str(path), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}, dict(handle.metadata() or {})
+
+
 def is_gradconceal_checkpoint(path: Union[str, Path]) -> bool:
     """Whether ``path`` is a safetensors file whose metadata says gradconceal wrote it (header read only)."""
     try:
@@ -87,8 +94,7 @@ def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Di
     if problem is not None:
         raise GradconcealError(f"cannot read checkpoint {path}: {problem}")
     try:
-        tensors = load_file(str(path))
-        raw = safetensors_metadata(path)
+        tensors, raw = read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as error:
         raise GradconcealError(f"cannot read checkpoint {path}: {error} (truncated or not a safetensors file?)") from None
     if raw.get("format") != CHECKPOINT_FORMAT:

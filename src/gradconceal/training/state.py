@@ -16,12 +16,12 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from gradconceal.errors import GradconcealError
 from gradconceal.folders import atomic_path, write_atomic
-from gradconceal.models.checkpoint import read_checkpoint, safetensors_metadata, save_checkpoint
+from gradconceal.models.checkpoint import read_checkpoint, read_safetensors, save_checkpoint
 from gradconceal.models.pixel import PixelModel
 
 log = logging.getLogger(__name__)
@@ -148,8 +148,7 @@ def load_training_state(
     model.net.load_state_dict(weights, strict=True)
     state_path = out_dir / pointer["state"]
     try:
-        tensors = load_file(str(state_path))
-        meta = safetensors_metadata(state_path)
+        tensors, meta = read_safetensors(state_path)
     except (SafetensorError, OSError, ValueError) as error:
         raise GradconcealError(f"cannot read training state {state_path}: {error}") from None
     if meta.get("format") != STATE_FORMAT:
