@@ -1,11 +1,12 @@
 """The GPU check: the gpu-marked tests, PGD-10 images/s in fp32 / bf16 / bf16 + compile, and a 2-GPU run.
 
-    bash benchmarks/gpu_check.sh                       # on a CUDA machine: about 3 to 4 minutes on an H100
+    bash benchmarks/gpu_check.sh                       # on a CUDA machine: 3 minutes on an H200 (180 s)
     bash benchmarks/gpu_check.sh --json gpu-check.json # the same, plus every number as JSON
     bash benchmarks/gpu_check.sh --cpu-smoke           # no GPU: the CPU-safe parts at tiny size (~1 min of CPU)
 
-Step 1 runs ``pytest -m gpu``. Step 2 times PGD-Linf-10 (8/255) on lite0 (shipped weights) and timm ResNet-50
-(random weights: speed does not depend on them) at batch 256, 224 px, in float32, under bf16 autocast and
+Step 1 runs ``pytest -m gpu`` in a child process beside step 2's first warm-ups (``BackgroundTests``);
+step 2 waits for it before its first timed round. Step 2 times PGD-Linf-10 (8/255) on lite0 (shipped
+weights) and timm ResNet-50 (random weights: speed does not depend on them) at batch 256, 224 px, in float32, under bf16 autocast and
 under bf16 autocast with ``torch.compile``: ours (early stop off), torchattacks and the bare loop of
 ``gcbench.bare``, all nine contenders of a model timed in turns in one process (``gcbench.timing``), with
 each one's peak CUDA memory. Beside ResNet-50's rows it prints the H100 anchors as ratios. Step 3, where
@@ -128,20 +129,55 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------------------------- step 1
-def run_gpu_tests() -> Step:
-    """``pytest -m gpu`` on the test suite, in a child process; its last summary line is the detail."""
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-n", "0", "-p", "no:cacheprovider",
-               str(ROOT / "tests")]  # one process: the gpu tests share one device
-    started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
-    summary = lines[-1] if lines else done.stderr.strip()[-500:]
-    if done.returncode == 5:  # pytest: no tests collected
-        return Step(STEP_TESTS, FAILED, time.perf_counter() - started, f"no gpu-marked tests collected: {summary}")
-    status = PASSED if done.returncode == 0 else FAILED
-    if status == FAILED:
-        summary = done.stdout.strip()[-3000:]
-    return Step(STEP_TESTS, status, time.perf_counter() - started, summary)
+# Three pytest workers share the one device: the gpu tests are independent and each needs a few GiB at most.
+TEST_COMMAND = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-n", "3", "-p", "no:cacheprovider",
+                "--durations=5", str(ROOT / "tests")]
+
+
+class BackgroundTests:
+    """Step 1 in a child process started at once, so that it overlaps step 2's first warm-ups.
+
+    ``finish()`` waits for it (idempotent) and returns its ``Step``: passed when pytest exits 0, failed when
+    it fails, collects nothing (exit 5) or outlives ``timeout`` seconds; the detail is pytest's summary line
+    (its whole output's tail when it failed). Step 2 calls ``finish()`` before its first timed round, so the
+    timed rounds never share the device with the tests; only warm-ups (compilation, mostly CPU) do.
+    """
+
+    def __init__(self, command: Sequence[str] = TEST_COMMAND, timeout: float = 600.0) -> None:
+        self.started = time.perf_counter()
+        self.timeout = timeout
+        self._output = tempfile.TemporaryFile(mode="w+", encoding="utf-8")  # a pipe could fill and block pytest
+        self._process = subprocess.Popen(list(command), cwd=ROOT, stdout=self._output, stderr=subprocess.STDOUT,
+                                         text=True)
+        self._step: Optional[Step] = None
+
+    def finish(self) -> Step:
+        """Wait for the tests (at most ``timeout`` s after their start) and return step 1's result."""
+        if self._step is not None:
+            return self._step
+        left = max(self.timeout - (time.perf_counter() - self.started), 0.0)
+        try:
+            code: Optional[int] = self._process.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+            code = None
+        seconds = time.perf_counter() - self.started
+        self._output.seek(0)
+        output = self._output.read().strip()
+        self._output.close()
+        lines = [line for line in output.splitlines() if line.strip()]
+        summary = lines[-1] if lines else "(no output)"
+        if code is None:
+            self._step = Step(STEP_TESTS, FAILED, seconds, f"still running after {self.timeout:.0f} s: {output[-3000:]}")
+        elif code == 5:  # pytest: no tests collected
+            self._step = Step(STEP_TESTS, FAILED, seconds, f"no gpu-marked tests collected: {summary}")
+        elif code != 0:
+            self._step = Step(STEP_TESTS, FAILED, seconds, output[-3000:])
+        else:
+            self._step = Step(STEP_TESTS, PASSED, seconds, summary)
+        log.info("%s: %s in %.0f s", STEP_TESTS, self._step.status, seconds)
+        return self._step
 
 
 # ----------------------------------------------------------------------------------------------- step 2
@@ -197,8 +233,12 @@ def _in_autocast(fn: Callable[[], object], device: Any, variant: str) -> Callabl
     return call
 
 
-def model_throughput(name: str, settings: Settings) -> List[ThroughputRow]:
-    """Every variant and side of PGD-Linf on one model, timed in turns (warm-up first); one row each."""
+def model_throughput(name: str, settings: Settings,
+                     before_timing: Callable[[], object] = lambda: None) -> List[ThroughputRow]:
+    """Every variant and side of PGD-Linf on one model, timed in turns (warm-up first); one row each.
+
+    ``before_timing`` is called between the warm-ups and the first timed round (step 1's wait).
+    """
     import torch
     from torch import nn
 
@@ -228,6 +268,7 @@ def model_throughput(name: str, settings: Settings) -> List[ThroughputRow]:
                 continue
             log.info("  %s %s: warm-up %.1f s", name, key, time.perf_counter() - started)
             calls[key] = call
+    before_timing()
     peaks.clear()  # the warm-up's peak includes compilation; keep the timed rounds' peaks
     clock = default_clock(device, torch.get_num_threads())
     times = interleaved(calls, settings.repeats, warmup=0, device=device, clock=clock)
@@ -263,14 +304,18 @@ def rows_from_times(name: str, batch: int, times: Dict[str, List[float]], peaks:
     return rows
 
 
-def run_throughput(settings: Settings) -> Tuple[Step, List[ThroughputRow]]:
-    """Step 2 on every model of ``settings``; failed when a contender failed or gave no finite speed."""
+def run_throughput(settings: Settings,
+                   before_timing: Callable[[], object] = lambda: None) -> Tuple[Step, List[ThroughputRow]]:
+    """Step 2 on every model of ``settings``; failed when a contender failed or gave no finite speed.
+
+    ``before_timing`` is called before each model's timed rounds (it must be cheap to call again).
+    """
     started = time.perf_counter()
     rows: List[ThroughputRow] = []
     for name in settings.models:
         log.info("step 2: %s", name)
         try:
-            rows += model_throughput(name, settings)
+            rows += model_throughput(name, settings, before_timing)
         except Exception as error:  # noqa: BLE001 -- reported as this model's rows and a failed step; step 3 still runs
             log.exception("step 2 failed on %s", name)
             rows += rows_from_times(name, settings.batch, {}, {}, {
@@ -409,17 +454,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.perf_counter()
     steps: List[Step] = []
 
+    tests: Optional[BackgroundTests] = None
     if smoke:
         steps.append(Step(STEP_TESTS, NOT_RUN, detail="needs a CUDA device"))
     elif args.skip_tests:
         steps.append(Step(STEP_TESTS, NOT_RUN, detail="--skip-tests"))
     else:
-        log.info("%s ...", STEP_TESTS)
-        steps.append(run_gpu_tests())
-        log.info("%s: %s in %.0f s", STEP_TESTS, steps[-1].status, steps[-1].seconds)
+        log.info("%s: started beside step 2's first warm-ups; step 2 times nothing until it ends", STEP_TESTS)
+        tests = BackgroundTests()
 
     log.info("%s ...", STEP_THROUGHPUT)
-    step, rows = run_throughput(settings)
+    step, rows = run_throughput(settings, tests.finish if tests is not None else lambda: None)
+    if tests is not None:
+        steps.insert(0, tests.finish())  # already finished unless step 2 failed before its first timed round
     steps.append(step)
     log.info("%s: %s in %.0f s", STEP_THROUGHPUT, step.status, step.seconds)
 

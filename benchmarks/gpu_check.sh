@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, under 4 minutes on an H100: the gpu-marked tests, lite0 and ResNet-50 PGD-10 images/s in
+# The GPU check, 3 minutes on an H200: the gpu-marked tests, lite0 and ResNet-50 PGD-10 images/s in
 # fp32 / bf16 / bf16 + compile (ours vs torchattacks vs the bare loop, one process) with peak memory, and a
 # 2-process NCCL evaluation equal to one process where two GPUs exist. Details: benchmarks/gpu_check.py.
 #

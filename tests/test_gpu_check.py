@@ -12,7 +12,9 @@ import json
 import math
 import os
 import subprocess
+import sys
 from pathlib import Path
+from typing import Dict, List
 
 import pytest
 import torch
@@ -120,3 +122,50 @@ def test_sides_and_variants_trim_step_2_and_the_bare_loop_is_always_timed(
     assert all(math.isfinite(r["images_per_s"]) and r["images_per_s"] > 0 for r in rows)
     with pytest.raises(SystemExit):
         gpu_check.main(["--cpu-smoke", "--sides", "fastest"])
+
+
+def _python(code: str) -> List[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_step_1_runs_beside_step_2_and_reports_pytests_summary_once() -> None:
+    tests = gpu_check.BackgroundTests(_python("import time; time.sleep(0.5); print('noise'); print('3 passed in 0.5s')"))
+    first = tests.finish()
+    assert (first.name, first.status, first.detail) == (gpu_check.STEP_TESTS, "passed", "3 passed in 0.5s")
+    assert first.seconds >= 0.5
+    assert tests.finish() is first, "step 2 calls finish() before each model: it must not wait or re-run"
+
+
+@pytest.mark.parametrize("code, expected", [
+    ("import sys; print('1 failed, 2 passed'); sys.exit(1)", "1 failed, 2 passed"),
+    ("import sys; print('no tests ran'); sys.exit(5)", "no gpu-marked tests collected: no tests ran"),
+])
+def test_step_1_fails_when_pytest_fails_or_collects_nothing(code: str, expected: str) -> None:
+    step = gpu_check.BackgroundTests(_python(code)).finish()
+    assert step.status == "failed" and expected in step.detail
+
+
+def test_step_1_that_outlives_its_limit_is_killed_and_failed() -> None:
+    step = gpu_check.BackgroundTests(_python("import time; print('started', flush=True); time.sleep(60)"),
+                                     timeout=1.0).finish()
+    assert step.status == "failed" and step.detail.startswith("still running after 1 s") and "started" in step.detail
+    assert step.seconds < 30
+
+
+def test_step_2_times_nothing_before_step_1_has_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: List[str] = []
+    import gcbench.timing
+
+    def timed(*args: object, **kwargs: object) -> Dict[str, List[float]]:
+        events.append("timed")
+        return {}
+
+    monkeypatch.setattr(gcbench.timing, "interleaved", timed)
+    settings = gpu_check.Settings(device="cpu", batch=1, size=16, repeats=1, compile_backend="eager", steps=1,
+                                  models=["timm:resnet50", "timm:resnet50"], variants=["fp32"], sides=["bare"])
+    threads = torch.get_num_threads()
+    try:
+        gpu_check.run_throughput(settings, lambda: events.append("tests finished"))
+    finally:
+        torch.set_num_threads(threads)
+    assert events == ["tests finished", "timed", "tests finished", "timed"]

@@ -94,7 +94,7 @@ def measure_side(side: str, model_name: str, source: str, batch: int, steps: int
 
     ctx = BenchContext(quick=True, threads=threads)
     model = ctx.model(model_name)
-    images, labels = ctx.batch(source, batch)
+    images, labels = ctx.predicted_batch(model_name, source, batch)  # every side attacks every sample
     run = attack_runner(side, model, images, labels, steps)
     before = _rss_mib()
     run()
@@ -130,7 +130,7 @@ def _subprocess_sides(model_name: str, source: str, batch: int, steps: int, thre
 
 def _cuda_sides(ctx: BenchContext, model_name: str, source: str, batch: int, steps: int) -> Dict[str, Dict[str, Any]]:
     model = ctx.model(model_name)
-    images, labels = ctx.batch(source, batch)
+    images, labels = ctx.predicted_batch(model_name, source, batch)  # every side attacks every sample
     found = {}
     for side in SIDES:
         run = attack_runner(side, model, images, labels, steps)
