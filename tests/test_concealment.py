@@ -53,6 +53,21 @@ def test_gradient_is_the_true_one_huge_and_sign_scrambled(pixels):
     assert 0.4 < agreement < 0.6  # the sign of the incoming gradient survives about half the time
 
 
+def test_gradient_keeps_its_true_sign_at_black_pixels():
+    # cos(w * 0) = 1: at a pixel exactly 0 the factor is 1 + w * epsilon > 0, so the concealed gradient has
+    # the true sign there (docs/audit.md; why FGSM through GCM still works on Fashion-MNIST's black background).
+    x = torch.zeros(2, 1, 8, 8)
+    x[:, :, :, 4:] = torch.rand(2, 1, 8, 4, generator=torch.Generator().manual_seed(3)) * 0.9 + 0.05
+    weights = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+    x.requires_grad_(True)
+    (GradientConcealment()(x) * weights).sum().backward()
+    black = x.detach() == 0
+    assert torch.equal(torch.sign(x.grad[black]), torch.sign(weights[black]))
+    assert torch.allclose(x.grad[black], weights[black] * (1 + 1e20 * 1e-8), rtol=1e-5)
+    agreement = (torch.sign(x.grad[~black]) == torch.sign(weights[~black])).float().mean().item()
+    assert agreement < 0.8, "elsewhere the sign is scrambled"
+
+
 def test_small_amplitude_keeps_gradient_sign(pixels):
     x = pixels.clone().requires_grad_(True)
     GradientConcealment(w=10.0, epsilon=0.05)(x).sum().backward()  # w*epsilon = 0.5 < 1
