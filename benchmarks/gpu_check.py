@@ -129,9 +129,9 @@ class Settings:
 
 
 # ----------------------------------------------------------------------------------------------- step 1
-# Three pytest workers share the one device: the gpu tests are independent and each needs a few GiB at most.
+# Three pytest workers share the one device: the gpu tests are independent (each writes to its own tmp_path).
 TEST_COMMAND = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-n", "3", "-p", "no:cacheprovider",
-                "--durations=5", str(ROOT / "tests")]
+                str(ROOT / "tests")]
 
 
 class BackgroundTests:
