@@ -10,8 +10,8 @@ model, on the correctly classified images among the first ``--images`` test imag
 * AR % under FGSM through GCM, the true FGSM, the true FGSM on the zero pixels only and on the others only,
   and random-sign noise (``x + eps * sign``, uniform random signs, mean over ``--draws`` draws).
 
-    python docs/results/fgsm_through_gcm.py                      # the plain models and the challenge
-                                                                 # recipe's ConvNeXt, 1,000 images (1 min)
+    python docs/results/fgsm_through_gcm.py                      # the plain models and the trained
+                                                                 # ConvNeXts, 1,000 images (1 min)
     python docs/results/fgsm_through_gcm.py --models fmnist-convnext-fgsm --images 500
 """
 
@@ -29,7 +29,8 @@ from gradconceal.data import load_dataset
 from gradconceal.defenses import conceal
 from gradconceal.models.zoo import load_model
 
-MODELS = ("fmnist-cnn", "fmnist-resnet", "fmnist-vit", "fmnist-convnext", "fmnist-convnext-fgsm")
+MODELS = ("fmnist-cnn", "fmnist-resnet", "fmnist-vit", "fmnist-convnext", "fmnist-convnext-fgsm",
+          "fmnist-convnext-pgd")
 BATCH = 250
 
 
