@@ -6,8 +6,8 @@
 
 Step 1 runs ``pytest -m gpu`` in a child process beside step 2's first warm-ups (``BackgroundTests``);
 step 2 waits for it before its first timed round. Step 2 times PGD-Linf-10 (8/255) on lite0 (shipped
-weights) and timm ResNet-50 (random weights: speed does not depend on them) at batch 256, 224 px, in float32, under bf16 autocast and
-under bf16 autocast with ``torch.compile``: ours (early stop off), torchattacks and the bare loop of
+weights) and timm ResNet-50 (random weights: speed does not depend on them) at batch 256, 224 px, in
+float32, under bf16 autocast and under bf16 autocast with ``torch.compile``: ours (early stop off), torchattacks and the bare loop of
 ``gcbench.bare``, all nine contenders of a model timed in turns in one process (``gcbench.timing``), with
 each one's peak CUDA memory. Beside ResNet-50's rows it prints the H100 anchors as ratios. Step 3, where
 two or more GPUs exist, evaluates one spec in one process and under ``torchrun`` with two processes (NCCL)

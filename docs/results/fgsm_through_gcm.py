@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from gradconceal.data import load_dataset
 from gradconceal.defenses import conceal
+from gradconceal.errors import GradconcealError
 from gradconceal.models.zoo import load_model
 
 MODELS = ("fmnist-cnn", "fmnist-resnet", "fmnist-vit", "fmnist-convnext", "fmnist-convnext-fgsm",
@@ -85,12 +86,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--eps", type=float, default=8 / 255, help="Linf budget in [0, 1] pixels (default 8/255)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.images < 1 or args.draws < 1 or not 0 < args.eps <= 1:
+        parser.error("--images and --draws must be >= 1 and --eps in (0, 1] ([0, 1] pixels)")
     torch.set_num_threads(1)
-    data = load_dataset("fashion-mnist", limit=args.images)
-    images = torch.stack([data[i][0] for i in range(len(data))])
-    labels = torch.tensor([int(data[i][1]) for i in range(len(data))])
-    rows = {name: measure(load_model(name).eval(), images, labels, args.eps, args.draws, args.seed)
-            for name in args.models}
+    try:
+        data = load_dataset("fashion-mnist", limit=args.images)
+        images = torch.stack([data[i][0] for i in range(len(data))])
+        labels = torch.tensor([int(data[i][1]) for i in range(len(data))])
+        rows = {name: measure(load_model(name).eval(), images, labels, args.eps, args.draws, args.seed)
+                for name in args.models}
+    except GradconcealError as error:
+        raise SystemExit(f"fgsm_through_gcm.py: {error}") from None
     columns = list(next(iter(rows.values())))
     print(f"Linf {args.eps:.5f}, first {len(images)} test images; AR % over each model's correct images\n")
     print("| model | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
